@@ -1,0 +1,1 @@
+"""The HTTP/WebSocket API: Litestar app, GraphQL schema, GraphiQL."""

@@ -1,0 +1,72 @@
+"""create_app(settings): the Litestar application serving GraphQL and GraphiQL."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from litestar import Litestar, get
+from litestar.datastructures import State
+from litestar.static_files import create_static_files_router
+from strawberry.litestar import make_graphql_controller
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+
+from taskmaster.api.graphiql import STATIC_DIR, STATIC_PATH, offline_graphiql_html
+from taskmaster.api.schema import create_schema
+from taskmaster.api.services import Services
+from taskmaster.engine.jobs import JobClient
+from taskmaster.errors import ConfigError
+from taskmaster.registry import load_catalog
+from taskmaster.settings import Settings
+from taskmaster.store.connection import check_store, create_redis
+
+
+def create_app(settings: Settings) -> Litestar:
+    """Build the API; it connects to the store and loads the catalog on startup."""
+    if not settings.redis_url:
+        raise ConfigError("the API needs the store's URL: pass --redis-url or set"
+                          " TASKMASTER_REDIS_URL (`taskmaster serve` does this for you)")
+    redis_url = settings.redis_url
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        redis = create_redis(redis_url)
+        jobs = JobClient(redis, keep_finished_s=settings.jobs.keep_finished_s)
+        try:
+            await check_store(redis, redis_url)
+            app.state.services = Services(settings=settings, redis=redis,
+                                          catalog=load_catalog(), jobs=jobs)
+            yield
+        finally:
+            await jobs.close()
+            await redis.aclose()
+
+    async def graphql_context(state: State) -> dict[str, Any]:
+        return {"services": state.services}
+
+    base = make_graphql_controller(
+        create_schema(),
+        path="/graphql",
+        context_getter=graphql_context,
+        graphql_ide="graphiql" if settings.api.graphiql else None,
+        # Only the current protocol: the legacy one had auth-bypass CVEs.
+        subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
+    )
+
+    class GraphQLController(base):  # type: ignore[valid-type, misc]
+        @property
+        def graphql_ide_html(self) -> str:
+            return offline_graphiql_html()
+
+    @get("/healthz")
+    async def healthz(state: State) -> dict[str, str]:
+        await state.services.redis.ping()
+        return {"status": "ok"}
+
+    handlers: list[Any] = [GraphQLController, healthz]
+    if settings.api.graphiql:
+        handlers.append(create_static_files_router(path=STATIC_PATH, directories=[STATIC_DIR]))
+    return Litestar(route_handlers=handlers, lifespan=[lifespan],
+                    request_max_body_size=settings.api.max_body_bytes,
+                    logging_config=None)

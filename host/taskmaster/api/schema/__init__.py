@@ -1,0 +1,32 @@
+"""The GraphQL schema, split by construct: types, queries, mutations."""
+
+from __future__ import annotations
+
+import strawberry
+from strawberry.extensions import MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
+
+from taskmaster.api.errors import ErrorCodes, TaskmasterSchema
+from taskmaster.api.schema.mutations import Mutation
+from taskmaster.api.schema.queries import Query
+
+MAX_DEPTH = 10
+MAX_ALIASES = 30
+MAX_TOKENS = 5000
+
+
+def create_schema() -> strawberry.Schema:
+    return TaskmasterSchema(
+        query=Query,
+        mutation=Mutation,
+        extensions=[
+            ErrorCodes(),
+            QueryDepthLimiter(max_depth=MAX_DEPTH),
+            MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
+            MaxTokensLimiter(max_token_count=MAX_TOKENS),
+        ],
+    )
+
+
+def schema_sdl() -> str:
+    """The SDL exactly as served, as kept in graphql/schema.graphql."""
+    return create_schema().as_str() + "\n"

@@ -1,0 +1,111 @@
+"""GraphQL object types and enums, built from the engine's and registry's views."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import strawberry
+from strawberry.scalars import JSON
+
+from taskmaster.engine import jobs as engine_jobs
+from taskmaster.engine.history import JobEvent as EngineEvent
+from taskmaster.function import Priority as FunctionPriority
+from taskmaster.registry import CatalogEntry, LoadedPlugin
+
+Priority = strawberry.enum(FunctionPriority, description="Dispatch priority of a job.")
+JobStatus = strawberry.enum(engine_jobs.JobStatus, description="Where a job is in its life.")
+
+
+def _time(ms: int | None) -> datetime | None:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC) if ms else None
+
+
+@strawberry.type(description="One entry of a job's history.")
+class JobEvent:
+    type: str = strawberry.field(description="submitted, started, progress, retry_scheduled,"
+                                 " completed, failed or cancelled.")
+    at: datetime
+    attempt: int | None
+    worker: str | None
+    plugin: str | None
+    version: str | None
+    message: str | None
+    error: str | None
+    delay_seconds: float | None
+    progress: float | None
+
+    @classmethod
+    def of(cls, event: EngineEvent) -> JobEvent:
+        return cls(type=event.type, at=datetime.fromtimestamp(event.at_ms / 1000, tz=UTC),
+                   attempt=event.attempt, worker=event.worker, plugin=event.plugin,
+                   version=event.version, message=event.message, error=event.error,
+                   delay_seconds=event.delay_s, progress=event.progress)
+
+
+@strawberry.type(description="A job: one execution request of a function, and its outcome.")
+class Job:
+    id: strawberry.ID
+    function: str
+    queue: str
+    priority: Priority  # type: ignore[valid-type]
+    status: JobStatus  # type: ignore[valid-type]
+    payload: JSON | None
+    result: JSON | None
+    error: str | None = strawberry.field(description="The last attempt's error, if it failed.")
+    attempts: int
+    max_attempts: int
+    progress: float | None
+    plugin: str | None = strawberry.field(
+        description="Distribution that ran the latest attempt.")
+    version: str | None = strawberry.field(
+        description="Version of that distribution; each attempt's is in `history`.")
+    enqueued_at: datetime | None
+    started_at: datetime | None
+    completed_at: datetime | None
+    history: list[JobEvent]
+
+    @classmethod
+    def of(cls, job: engine_jobs.JobView) -> Job:
+        return cls(
+            id=strawberry.ID(job.id), function=job.function, queue=job.queue,
+            priority=job.priority, status=job.status, payload=job.payload, result=job.result,
+            error=job.error, attempts=job.attempts, max_attempts=job.max_attempts,
+            progress=job.progress, plugin=job.plugin, version=job.version,
+            enqueued_at=_time(job.enqueued_at_ms), started_at=_time(job.started_at_ms),
+            completed_at=_time(job.completed_at_ms),
+            history=[JobEvent.of(e) for e in job.history],
+        )
+
+
+@strawberry.type(description="A job type that can be submitted.")
+class FunctionInfo:
+    name: str
+    plugin: str = strawberry.field(description="Distribution that declares it.")
+    version: str
+    queue: str
+    priority: Priority  # type: ignore[valid-type]
+    max_attempts: int
+    timeout_seconds: float
+    description: str
+    input_schema: JSON = strawberry.field(description="JSON Schema of the payload.")
+
+    @classmethod
+    def of(cls, entry: CatalogEntry) -> FunctionInfo:
+        f = entry.function
+        return cls(name=f.name, plugin=entry.plugin, version=entry.version, queue=f.queue,
+                   priority=f.priority, max_attempts=f.max_attempts, timeout_seconds=f.timeout_s,
+                   description=f.description, input_schema=f.input_schema())
+
+
+@strawberry.type(description="An installed function distribution.")
+class PluginInfo:
+    name: str
+    version: str
+    functions: list[str]
+    load_error: str | None = strawberry.field(
+        description="Why it is not serving, if it is not.")
+
+    @classmethod
+    def of(cls, plugin: LoadedPlugin) -> PluginInfo:
+        return cls(name=plugin.name, version=plugin.version,
+                   functions=sorted(f.name for f in plugin.functions), load_error=plugin.error)

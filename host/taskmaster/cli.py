@@ -1,0 +1,233 @@
+"""The `taskmaster` command. Thin: parses flags, calls the parts, maps errors to exits."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from taskmaster import __version__
+from taskmaster.errors import JobFailedError, TaskmasterError
+from taskmaster.settings import Settings, load_settings
+
+logger = logging.getLogger("taskmaster")
+
+EXIT_CODES = {
+    "JOB_FAILED": 1,
+    "CONFIG": 2,
+    "INVALID_PAYLOAD": 2,
+    "INVALID_ARGUMENT": 2,
+    "UNKNOWN_FUNCTION": 2,
+    "PLUGIN_LOAD": 2,
+    "GRAPHQL_VALIDATION_FAILED": 2,
+    "STORE_UNAVAILABLE": 3,
+    "SERVER_UNAVAILABLE": 3,
+    "NOT_FOUND": 4,
+}
+"""Error code → process exit status; anything else exits with 1."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if not args.quiet else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # SAQ logs every job at INFO; that is our history's job, not the log's.
+    logging.getLogger("saq").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    command: Callable[[argparse.Namespace], int] = args.command
+    try:
+        return command(args)
+    except TaskmasterError as exc:
+        print(f"taskmaster: {exc.message}", file=sys.stderr)
+        return EXIT_CODES.get(exc.code, 1)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
+    return load_settings(config_file=args.config, overrides=overrides)
+
+
+# --- commands ---
+def _serve(args: argparse.Namespace) -> int:
+    from taskmaster.supervisor import serve
+
+    settings = _settings(args, **{
+        "api.host": args.host, "api.port": args.port, "data_dir": args.data_dir,
+        "redis_url": args.redis_url, "worker.processes": args.workers})
+    serve(settings, config_file=args.config)
+    return 0
+
+
+def _api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from taskmaster.api.app import create_app
+
+    settings = _settings(args, **{"api.host": args.host, "api.port": args.port,
+                                  "redis_url": args.redis_url})
+    uvicorn.run(create_app(settings), host=settings.api.host, port=settings.api.port,
+                access_log=False, log_config=None)
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from taskmaster.worker_process import run_worker
+
+    settings = _settings(args, **{"redis_url": args.redis_url,
+                                  "worker.concurrency": args.concurrency,
+                                  "worker.queues": tuple(args.queue) if args.queue else None})
+    asyncio.run(run_worker(settings))
+    return 0
+
+
+def _functions_list(args: argparse.Namespace) -> int:
+    from taskmaster.registry import load_catalog
+
+    catalog = load_catalog()
+    if args.json:
+        print(json.dumps([
+            {"name": e.function.name, "plugin": e.plugin, "version": e.version,
+             "queue": e.function.queue, "inputSchema": e.function.input_schema()}
+            for e in catalog.entries()], indent=2))
+    else:
+        rows = [(e.function.name, e.plugin, e.version, e.function.queue)
+                for e in catalog.entries()]
+        _print_table(("FUNCTION", "PLUGIN", "VERSION", "QUEUE"), rows)
+    failed = [p for p in catalog.plugins if not p.ok]
+    for plugin in failed:
+        print(f"taskmaster: plugin {plugin.name} {plugin.version} not loaded: {plugin.error}",
+              file=sys.stderr)
+    return EXIT_CODES["PLUGIN_LOAD"] if failed else 0
+
+
+def _submit(args: argparse.Namespace) -> int:
+    from taskmaster.client import TaskmasterClient
+
+    try:
+        payload = json.loads(args.payload)
+    except json.JSONDecodeError as exc:
+        print(f"taskmaster: --payload is not valid JSON: {exc}", file=sys.stderr)
+        return EXIT_CODES["INVALID_PAYLOAD"]
+    job_input: dict[str, Any] = {"function": args.function, "payload": payload}
+    for key, value in (("priority", args.priority), ("queue", args.queue),
+                       ("delaySeconds", args.delay), ("maxAttempts", args.max_attempts)):
+        if value is not None:
+            job_input[key] = value
+    client = TaskmasterClient(_server_url(args))
+    try:
+        job = client.submit(job_input)
+        if args.wait:
+            job = client.wait(job["id"], timeout_s=args.timeout)
+    finally:
+        client.close()
+    print(json.dumps(job, indent=2))
+    if args.wait and job["status"] != "COMPLETE":
+        raise JobFailedError(
+            f"job {job['id']} ended {job['status']} after {job['attempts']} attempt(s):"
+            f" {job['error'] or 'no error recorded'}"
+            if job["status"] in ("FAILED", "CANCELLED") else
+            f"job {job['id']} is still {job['status']} after {args.timeout}s")
+    return 0
+
+
+def _job(args: argparse.Namespace) -> int:
+    from taskmaster.client import TaskmasterClient
+
+    client = TaskmasterClient(_server_url(args))
+    try:
+        print(json.dumps(client.job(args.id), indent=2))
+    finally:
+        client.close()
+    return 0
+
+
+def _schema(args: argparse.Namespace) -> int:
+    from taskmaster.api.schema import schema_sdl
+
+    sys.stdout.write(schema_sdl())
+    return 0
+
+
+def _server_url(args: argparse.Namespace) -> str:
+    return args.url or _settings(args).server_url
+
+
+def _print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(str(c)) for c in column) for column in zip(header, *rows, strict=False)]
+    for row in (header, *rows):
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+# --- parser ---
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="taskmaster", description=(
+        "Host job functions from pip packages, driven through GraphQL."))
+    parser.add_argument("--version", action="version", version=f"taskmaster {__version__}")
+    parser.add_argument("--config", type=Path, help="TOML settings file")
+    parser.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    def command(name: str, run: Callable[[argparse.Namespace], int], help: str
+                ) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, description=help)
+        sub.set_defaults(command=run)
+        return sub
+
+    serve = command("serve", _serve, "run the API, worker processes and (without"
+                    " --redis-url) an embedded Valkey, until Ctrl-C/SIGTERM")
+    _add_listen(serve)
+    serve.add_argument("--data-dir", type=Path, help="embedded store's data (./.taskmaster)")
+    serve.add_argument("--redis-url", help="use this Redis/Valkey instead of the embedded one")
+    serve.add_argument("--workers", type=int, help="worker processes (default: one per CPU)")
+
+    api = command("api", _api, "run only the API process")
+    _add_listen(api)
+    api.add_argument("--redis-url", help="the store (or TASKMASTER_REDIS_URL)")
+
+    worker = command("worker", _worker, "run one worker process")
+    worker.add_argument("--redis-url", help="the store (or TASKMASTER_REDIS_URL)")
+    worker.add_argument("--concurrency", type=int, help="jobs at once per queue (10)")
+    worker.add_argument("--queue", action="append", metavar="NAME[=CONCURRENCY]",
+                        help="serve this queue (repeatable; default: all of the functions')")
+
+    functions = command("functions", lambda a: 0, "inspect installed functions")
+    function_commands = functions.add_subparsers(required=True, metavar="ACTION")
+    listing = function_commands.add_parser("list", help="list loadable functions")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    listing.set_defaults(command=_functions_list)
+
+    submit = command("submit", _submit, "submit a job through the API")
+    submit.add_argument("function", help="job type, e.g. demo.echo")
+    submit.add_argument("--payload", default="{}", help="JSON payload (default {})")
+    submit.add_argument("--priority", type=str.upper,
+                        choices=["CRITICAL", "HIGH", "NORMAL", "LOW"])
+    submit.add_argument("--queue", help="override the function's queue")
+    submit.add_argument("--delay", type=float, metavar="SECONDS", help="start no sooner")
+    submit.add_argument("--max-attempts", type=int, help="attempts in total")
+    submit.add_argument("--wait", action="store_true",
+                        help="wait for the end; exit 1 unless it completes")
+    submit.add_argument("--timeout", type=float, metavar="SECONDS", help="limit --wait")
+    _add_url(submit)
+
+    job = command("job", _job, "show a job with its history")
+    job.add_argument("id")
+    _add_url(job)
+
+    command("schema", _schema, "print the GraphQL schema (SDL)")
+    return parser
+
+
+def _add_listen(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", help="interface to bind (127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port to listen on (8000)")
+
+
+def _add_url(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--url", help="GraphQL endpoint (http://127.0.0.1:8000/graphql)")

@@ -1,0 +1,47 @@
+"""The contexts handed to plugin code: Context per job attempt, PluginContext per plugin."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+ProgressReporter = Callable[[float | None, str | None], None]
+
+
+@dataclass(frozen=True, kw_only=True)
+class PluginContext:
+    """Given to `taskmaster_on_init` / `taskmaster_on_shutdown` of one plugin."""
+
+    plugin: str
+    version: str
+    logger: logging.Logger
+    resources: dict[str, Any] = field(default_factory=dict)
+    """Put shared clients here in on_init; every job of this plugin sees the same dict."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Context:
+    """Given to a handler with its validated input, once per attempt."""
+
+    job_id: str
+    function: str
+    attempt: int
+    """1 for the first attempt."""
+    max_attempts: int
+    plugin: str
+    version: str
+    logger: logging.Logger
+    resources: dict[str, Any]
+    _report: ProgressReporter = field(repr=False)
+
+    def progress(self, fraction: float, message: str | None = None) -> None:
+        """Record how far the job is (0.0–1.0); safe to call from sync handlers too."""
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"progress fraction must be within 0..1, got {fraction}")
+        self._report(fraction, message)
+
+    def heartbeat(self) -> None:
+        """Tell the host this attempt is alive without changing its progress."""
+        self._report(None, None)

@@ -1,0 +1,1 @@
+"""The job engine on SAQ: queue, worker, job records and their history."""

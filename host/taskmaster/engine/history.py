@@ -1,0 +1,56 @@
+"""Job history events: what each transition appends to a job's history list."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from saq.utils import now
+
+TRACEBACK_LIMIT = 8192
+"""Characters of a traceback kept in a history event (the tail, where the error is)."""
+
+
+class JobEvent(msgspec.Struct, omit_defaults=True, kw_only=True):
+    """One entry of a job's history."""
+
+    type: str
+    """submitted, started, progress, retry_scheduled, completed, failed, cancelled."""
+    at_ms: int
+    attempt: int | None = None
+    worker: str | None = None
+    plugin: str | None = None
+    version: str | None = None
+    message: str | None = None
+    error: str | None = None
+    traceback: str | None = None
+    delay_s: float | None = None
+    progress: float | None = None
+
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(JobEvent)
+
+
+def event(type: str, **fields: Any) -> bytes:
+    return _encoder.encode(JobEvent(type=type, at_ms=now(), **fields))
+
+
+def decode_events(raw: list[bytes]) -> list[JobEvent]:
+    return [_decoder.decode(item) for item in raw]
+
+
+def error_summary(error: str | None) -> str | None:
+    """The last line of a traceback ('ValueError: boom'), without the module path."""
+    if not error:
+        return error
+    last = next((line for line in reversed(error.strip().splitlines()) if line.strip()), "")
+    kind, sep, message = last.partition(": ")
+    return f"{kind.rsplit('.', 1)[-1]}{sep}{message}"
+
+
+def traceback_tail(error: str | None) -> str | None:
+    if error is None or "Traceback" not in error:
+        return None
+    return error[-TRACEBACK_LIMIT:]

@@ -1,0 +1,58 @@
+"""Find installed distributions that declare entry points in `taskmaster.functions`."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata as stdlib_metadata
+from dataclasses import dataclass
+
+import importlib_metadata
+from packaging.utils import canonicalize_name
+
+from taskmaster.hookspecs import ENTRY_POINT_GROUP
+
+
+@dataclass(frozen=True)
+class Discovered:
+    """One function distribution as installed right now."""
+
+    name: str
+    version: str
+    entry_points: tuple[importlib_metadata.EntryPoint, ...]
+    modules: frozenset[str]
+    """Top-level and sub-module names the distribution owns (to unload it later)."""
+
+
+def refresh_caches() -> None:
+    """Forget cached directory listings so a just-installed package is seen."""
+    importlib.invalidate_caches()
+    # The stdlib metadata finder keeps its own cache that invalidate_caches() misses on
+    # 3.11/3.12 (and is defined without @classmethod there, hence the instance).
+    stdlib_metadata.MetadataPathFinder().invalidate_caches()
+
+
+def discover() -> list[Discovered]:
+    """Every installed function distribution, first on sys.path wins, sorted by name."""
+    refresh_caches()
+    found: dict[str, Discovered] = {}
+    for dist in importlib_metadata.distributions():
+        eps = tuple(ep for ep in dist.entry_points if ep.group == ENTRY_POINT_GROUP)
+        name = dist.metadata["Name"]
+        if not eps or not name or canonicalize_name(name) in found:
+            continue
+        modules = set(_owned_modules(dist)) | {ep.module.split(".")[0] for ep in eps}
+        found[canonicalize_name(name)] = Discovered(name, dist.version, eps, frozenset(modules))
+    return sorted(found.values(), key=lambda d: canonicalize_name(d.name))
+
+
+def _owned_modules(dist: importlib_metadata.Distribution) -> list[str]:
+    names = []
+    for path in dist.files or ():
+        top = path.parts[0]
+        if path.suffix != ".py" or top in ("..", "bin") or top.endswith((".dist-info", ".data")):
+            continue
+        parts = list(path.parts[:-1])
+        if path.name != "__init__.py":
+            parts.append(path.stem)
+        names.append(".".join(parts))
+    return names

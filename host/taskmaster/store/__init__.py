@@ -1,0 +1,1 @@
+"""Redis/Valkey: connections, the embedded Valkey launcher, store checks."""
