@@ -7,6 +7,9 @@ override notes the SAQ version it was checked against; SAQ is pinned to that min
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -20,7 +23,11 @@ from saq.utils import now
 from taskmaster.engine.history import error_summary, event, traceback_tail
 from taskmaster.function import check_queue_name
 
+logger = logging.getLogger(__name__)
+
 KEY_PREFIX = "taskmaster"
+SWEEP_CONFIRM_S = 2.0
+"""How long a job must keep looking abandoned before the sweep recovers it."""
 
 _FINISH_EVENTS = {Status.COMPLETE: "completed", Status.FAILED: "failed",
                   Status.ABORTED: "cancelled"}
@@ -119,6 +126,50 @@ class TaskmasterQueue(RedisQueue):
             await self.finish(job, Status.FAILED, error=error)
             return
         await super().retry(job, error)
+
+    async def sweep(self, lock: int = 60, abort: float = 5.0) -> list[str]:  # saq 0.26.4
+        """Recover jobs in `active` that no live attempt owns; two-phase, unlike SAQ.
+
+        SAQ treats any job in `active` whose record is not ACTIVE as stuck, but a live
+        worker moves a job to `active` one round trip before it marks it ACTIVE, so a
+        sweep in between runs the job twice (SAQ #124/#277). A suspect is recovered
+        only if it still looks abandoned SWEEP_CONFIRM_S later.
+        """
+        suspects = await self._sweep_suspects(lock)
+        if not suspects:
+            return []
+        await asyncio.sleep(SWEEP_CONFIRM_S)
+        confirmed = set(suspects) & set(await self._sweep_suspects(lock=0))
+        for job_id in confirmed:
+            job = await self._get_job_by_id(job_id)
+            if job is None:
+                async with self.redis.pipeline(transaction=True) as pipe:
+                    await pipe.lrem(self._active, 0, job_id).zrem(
+                        self._incomplete, job_id).execute()
+                continue
+            logger.warning("recovering abandoned job %s", job_id, extra={"job_id": job_id})
+            await self.abort(job, error=self.swept_error_message)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await job.refresh(abort)
+            if job.retryable:
+                await self.retry(job, error=self.swept_error_message)
+            else:
+                await self.finish(job, Status.ABORTED, error=self.swept_error_message)
+        return sorted(confirmed)
+
+    async def _sweep_suspects(self, lock: int) -> list[str]:
+        if lock:
+            # The sweep lock: one sweep per queue per `lock` seconds across all workers.
+            if not await self.redis.set(self._sweep, 1, ex=lock, nx=True):
+                return []
+        ids = [i.decode() for i in await self.redis.lrange(self._active, 0, -1)]
+        records = await self.redis.mget(ids) if ids else []
+        suspects = []
+        for job_id, raw in zip(ids, records, strict=True):
+            job = self.deserialize(raw)
+            if job is None or job.status != Status.ACTIVE or job.stuck:
+                suspects.append(job_id)
+        return suspects
 
     async def _retry(self, job: Job, error: str | None) -> None:  # saq 0.26.4
         delay_s = retry_delay_s(job)

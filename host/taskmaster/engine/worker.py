@@ -75,6 +75,7 @@ class TaskmasterWorker(Worker[Any]):
         self.resources_of = resources_of
         self.queue_name = queue.name
         self._running: dict[str, Runnable | None] = {}
+        self._stop_requested = False
         queue.on_attempt = self._record_attempt
 
     def _record_attempt(self, job: Job) -> None:
@@ -145,7 +146,14 @@ class TaskmasterWorker(Worker[Any]):
 
         return report
 
+    async def start(self) -> None:  # saq 0.26.4
+        # SAQ's start() replaces the stop event, so a stop() that came first is lost.
+        if self._stop_requested:
+            return
+        await super().start()
+
     async def stop(self) -> None:  # saq 0.26.4
+        self._stop_requested = True
         # SAQ waits for every task within the grace period, including upkeep loops that
         # sleep up to a minute; stop those first so only running jobs use the grace.
         self.event.set()

@@ -40,7 +40,7 @@ def create_redis(url: str, *, job_slots: int = 0, wait_timeout_s: float = 30.0) 
         )
     except ValueError as exc:
         raise ConfigError(f"invalid Redis URL {redact(url)}: {exc}") from None
-    return Redis(connection_pool=pool)
+    return Redis.from_pool(pool)  # the client owns the pool: aclose() closes both
 
 
 async def check_store(redis: Redis, url: str) -> dict[str, Any]:

@@ -1,0 +1,7 @@
+pytest_plugins = [
+    "tests.fixtures.waiting",
+    "tests.fixtures.processes",
+    "tests.fixtures.valkey",
+    "tests.fixtures.packages",
+    "tests.fixtures.server",
+]

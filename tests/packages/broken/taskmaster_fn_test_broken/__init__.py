@@ -1,0 +1,3 @@
+"""Test plugin that cannot be imported."""
+
+raise ImportError("taskmaster_fn_test_broken is broken on purpose")
