@@ -11,7 +11,7 @@ from saq.utils import now
 
 from taskmaster import Context, Function
 from taskmaster.engine.jobs import JobClient, JobStatus, SubmitOptions
-from taskmaster.engine.queue import TaskmasterQueue
+from taskmaster.engine.queue import ABANDONED, TaskmasterQueue
 
 
 async def noop(ctx: Context, data: dict[str, Any]) -> None: ...
@@ -38,8 +38,12 @@ async def test_sweep_spares_a_job_being_taken_and_recovers_an_abandoned_one(
         assert recovered == [queue.job_id(abandoned.id.split(":", 1)[1])]
         assert (await jobs.get(taken.id)).status == JobStatus.ACTIVE
         back = await jobs.get(abandoned.id)
-        assert back.status == JobStatus.QUEUED
-        assert [q.decode() for q in await redis.lrange(queue._queued, 0, -1)] == recovered
+        assert back.status == JobStatus.SCHEDULED, "retried with the function's backoff"
+        assert back.history[-1].type == "retry_scheduled"
+        assert back.history[-1].error == ABANDONED
+        assert await redis.zscore(queue._incomplete, recovered[0])
+        assert await redis.lrange(queue._active, 0, -1) == [queue.job_id(
+            taken.id.split(":", 1)[1]).encode()]
     finally:
         await jobs.close()
         await queue._pubsub.close()

@@ -26,6 +26,7 @@ from taskmaster.function import check_queue_name
 logger = logging.getLogger(__name__)
 
 KEY_PREFIX = "taskmaster"
+ABANDONED = "abandoned: no live worker held this job"
 SWEEP_CONFIRM_S = 2.0
 """How long a job must keep looking abandoned before the sweep recovers it."""
 
@@ -62,7 +63,8 @@ class TaskmasterQueue(RedisQueue):
     def __init__(self, redis: Redis, name: str = "default", *,
                  on_attempt: AttemptHook | None = None) -> None:
         check_queue_name(name)
-        super().__init__(redis, name=name, dump=_dump, load=_load)
+        super().__init__(redis, name=name, dump=_dump, load=_load,
+                         swept_error_message=ABANDONED)
         self._pubsub = PubSubMultiplexer(redis.pubsub(), prefix=self.job_id(""))
         self._enqueue_tm: AsyncScript = redis.register_script(_ENQUEUE)
         self.on_attempt = on_attempt

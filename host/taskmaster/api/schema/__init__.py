@@ -18,11 +18,12 @@ def create_schema() -> strawberry.Schema:
     return TaskmasterSchema(
         query=Query,
         mutation=Mutation,
+        # Factories, not instances: each request gets fresh extension state.
         extensions=[
-            ErrorCodes(),
-            QueryDepthLimiter(max_depth=MAX_DEPTH),
-            MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
-            MaxTokensLimiter(max_token_count=MAX_TOKENS),
+            ErrorCodes,
+            lambda: QueryDepthLimiter(max_depth=MAX_DEPTH),
+            lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
+            lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
         ],
     )
 
