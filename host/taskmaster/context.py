@@ -37,7 +37,7 @@ class Context:
     _report: ProgressReporter = field(repr=False)
 
     def progress(self, fraction: float, message: str | None = None) -> None:
-        """Record how far the job is (0.0–1.0); safe to call from sync handlers too."""
+        """Record how far the job is (0.0 to 1.0); safe to call from sync handlers too."""
         if not 0.0 <= fraction <= 1.0:
             raise ValueError(f"progress fraction must be within 0..1, got {fraction}")
         self._report(fraction, message)

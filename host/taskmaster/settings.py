@@ -203,4 +203,4 @@ def _coerce(value: Any, hint: Any, name: str, source: str) -> Any:
 
 def _dataclass_type(f: dataclasses.Field[Any]) -> type[Any] | None:
     hint = typing.get_type_hints(Settings)[f.name]
-    return hint if dataclasses.is_dataclass(hint) else None
+    return hint if isinstance(hint, type) and dataclasses.is_dataclass(hint) else None

@@ -59,7 +59,7 @@ class WorkerPool:
             [sys.executable, "-m", "taskmaster", "worker"], env=self.env,
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # Ctrl-C reaches us; we stop workers in order
-            preexec_fn=die_with_parent(),  # noqa: PLW1509 - must run before exec
+            preexec_fn=die_with_parent(),
         )
 
     @property
@@ -135,7 +135,8 @@ def serve(settings: Settings, *, config_file: Path | None = None) -> None:
     try:
         redis_url = settings.redis_url
         if not redis_url:
-            store = EmbeddedValkey(settings.data_dir, start_timeout_s=settings.store.start_timeout_s)
+            store = EmbeddedValkey(settings.data_dir,
+                                   start_timeout_s=settings.store.start_timeout_s)
             redis_url = store.start()
         settings = settings.replace(redis_url=redis_url)
         if stop_requested:

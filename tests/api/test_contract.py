@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import taskmaster
 from graphql import (
     build_client_schema,
     build_schema,
@@ -14,8 +15,6 @@ from graphql import (
     lexicographic_sort_schema,
     print_schema,
 )
-
-import taskmaster
 from taskmaster import hookspecs
 from taskmaster.api.schema import schema_sdl
 from tests.fixtures.server import Server

@@ -31,7 +31,7 @@ def test_installed_demo_package_is_discovered_with_its_metadata_version() -> Non
     entry = catalog.get("demo.echo")
     assert (entry.plugin, entry.version, entry.function.queue) == (
         "taskmaster-fn-demo", "1.0.0", "default")
-    with pytest.raises(UnknownFunctionError, match="no function named 'demo.ecko'"):
+    with pytest.raises(UnknownFunctionError, match=r"no function named 'demo\.ecko'"):
         catalog.get("demo.ecko")
 
 

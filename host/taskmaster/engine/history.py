@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-
 from saq.utils import now
 
 TRACEBACK_LIMIT = 8192

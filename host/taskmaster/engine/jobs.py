@@ -113,7 +113,7 @@ class JobClient:
             ttl=self.keep_finished_s,
             retry_delay=function.retry_base_s,
             retry_backoff=function.retry_max_s,
-            scheduled=int(math.ceil(now() / 1000 + delay_s)) if delay_s else 0,
+            scheduled=math.ceil(now() / 1000 + delay_s) if delay_s else 0,
             meta={"priority": priority.value, "submitted_plugin": plugin,
                   "submitted_version": version},
         )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import msgspec
@@ -49,7 +49,7 @@ return 1
 AttemptHook = Callable[[Job], None]
 
 
-def _dump(data: dict[str, Any]) -> bytes:
+def _dump(data: Mapping[Any, Any]) -> bytes:
     return msgspec.json.encode(data)
 
 
@@ -146,8 +146,9 @@ class TaskmasterQueue(RedisQueue):
             job = await self._get_job_by_id(job_id)
             if job is None:
                 async with self.redis.pipeline(transaction=True) as pipe:
-                    await pipe.lrem(self._active, 0, job_id).zrem(
-                        self._incomplete, job_id).execute()
+                    pipe.lrem(self._active, 0, job_id)
+                    pipe.zrem(self._incomplete, job_id)
+                    await pipe.execute()
                 continue
             logger.warning("recovering abandoned job %s", job_id, extra={"job_id": job_id})
             await self.abort(job, error=self.swept_error_message)
@@ -160,11 +161,11 @@ class TaskmasterQueue(RedisQueue):
         return sorted(confirmed)
 
     async def _sweep_suspects(self, lock: int) -> list[str]:
-        if lock:
-            # The sweep lock: one sweep per queue per `lock` seconds across all workers.
-            if not await self.redis.set(self._sweep, 1, ex=lock, nx=True):
-                return []
-        ids = [i.decode() for i in await self.redis.lrange(self._active, 0, -1)]
+        # The sweep lock: one sweep per queue per `lock` seconds across all workers.
+        if lock and not await self.redis.set(self._sweep, 1, ex=lock, nx=True):
+            return []
+        active: list[bytes] = await self.redis.lrange(self._active, 0, -1)  # type: ignore[misc]
+        ids = [i.decode() for i in active]
         records = await self.redis.mget(ids) if ids else []
         suspects = []
         for job_id, raw in zip(ids, records, strict=True):
@@ -215,8 +216,8 @@ class TaskmasterQueue(RedisQueue):
 
 def retry_delay_s(job: Job) -> float:
     """base * 2**(n-1) for the n-th retry, capped; no jitter."""
-    base = float(job.retry_delay)
+    base: float = float(job.retry_delay)
     if base <= 0:
         return 0.0
     cap = float(job.retry_backoff) if not isinstance(job.retry_backoff, bool) else float("inf")
-    return min(cap, base * 2 ** max(job.attempts - 1, 0))
+    return float(min(cap, base * 2 ** max(job.attempts - 1, 0)))

@@ -6,6 +6,7 @@ import asyncio
 import contextvars
 import logging
 import os
+import signal
 import socket
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -59,7 +60,7 @@ class TaskmasterWorker(Worker[Any]):
 
     # saq 0.26.4: Worker.start() installs loop signal handlers; one process serves
     # several queues, so the worker process owns signals and stops every worker itself.
-    SIGNALS: list[int] = []  # noqa: RUF012 - overrides SAQ's class attribute
+    SIGNALS: list[signal.Signals] = []  # noqa: RUF012 - overrides SAQ's class attribute
 
     def __init__(self, queue: TaskmasterQueue, resolve: Resolver, resources_of: ResourcesOf,
                  *, worker_id: str, concurrency: int, shutdown_grace_s: float,

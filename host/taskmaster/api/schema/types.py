@@ -94,7 +94,7 @@ class FunctionInfo:
         f = entry.function
         return cls(name=f.name, plugin=entry.plugin, version=entry.version, queue=f.queue,
                    priority=f.priority, max_attempts=f.max_attempts, timeout_seconds=f.timeout_s,
-                   description=f.description, input_schema=f.input_schema())
+                   description=f.description, input_schema=JSON(f.input_schema()))
 
 
 @strawberry.type(description="An installed function distribution.")
