@@ -17,7 +17,7 @@ def taskmaster(*args: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=60)
 
 
-def test_submit_and_wait_prints_the_completed_job(server: Server, redis: Redis) -> None:
+def test_submit_and_wait_prints_the_completed_job(server: Server, server_redis: Redis) -> None:
     done = taskmaster("submit", "demo.echo", "--payload", '{"message": "hi"}', "--wait",
                       "--url", server.graphql_url)
     assert done.returncode == 0, done.stderr
@@ -33,7 +33,7 @@ def test_submit_and_wait_prints_the_completed_job(server: Server, redis: Redis) 
         "submitted", "started", "completed"]
 
 
-def test_submit_without_wait_returns_at_once(server: Server, redis: Redis) -> None:
+def test_submit_without_wait_returns_at_once(server: Server, server_redis: Redis) -> None:
     done = taskmaster("submit", "demo.sleep", "--payload", '{"seconds": 0.1}', "--priority",
                       "high", "--url", server.graphql_url)
     assert done.returncode == 0, done.stderr
@@ -41,7 +41,8 @@ def test_submit_without_wait_returns_at_once(server: Server, redis: Redis) -> No
     assert job["status"] == "QUEUED" and job["priority"] == "HIGH"
 
 
-def test_failed_job_exits_non_zero_with_a_clear_message(server: Server, redis: Redis) -> None:
+def test_failed_job_exits_non_zero_with_a_clear_message(server: Server,
+                                                        server_redis: Redis) -> None:
     done = taskmaster("submit", "demo.fail", "--payload", '{"retryable": false}', "--wait",
                       "--url", server.graphql_url)
     assert done.returncode == 1
@@ -49,7 +50,7 @@ def test_failed_job_exits_non_zero_with_a_clear_message(server: Server, redis: R
     assert "ended FAILED after 1 attempt(s): NonRetryableError: demo failure" in done.stderr
 
 
-def test_unknown_function_and_invalid_payload_exit_2(server: Server, redis: Redis) -> None:
+def test_unknown_function_and_invalid_payload_exit_2(server: Server, server_redis: Redis) -> None:
     unknown = taskmaster("submit", "demo.ecko", "--url", server.graphql_url)
     assert unknown.returncode == 2
     assert "no function named 'demo.ecko' is loaded" in unknown.stderr

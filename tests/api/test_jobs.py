@@ -44,7 +44,7 @@ def only_error(body: dict[str, Any]) -> dict[str, Any]:
 
 
 async def test_submitted_job_completes_with_result_and_version(
-        server: Server, redis: Redis) -> None:
+        server: Server, server_redis: Redis) -> None:
     body = submit(server, function="demo.echo", payload={"message": "hi"}, priority="HIGH")
     job = body["data"]["submitJob"]
     assert job["function"] == "demo.echo" and job["queue"] == "default"
@@ -63,7 +63,7 @@ async def test_submitted_job_completes_with_result_and_version(
 
 
 async def test_failing_job_records_every_attempt_and_its_error(server: Server,
-                                                             redis: Redis) -> None:
+                                                             server_redis: Redis) -> None:
     body = submit(server, function="demo.fail", payload={"message": "smtp down"},
                   maxAttempts=2)
     done = await wait_for_status(server, body["data"]["submitJob"]["id"], "FAILED")
@@ -81,20 +81,20 @@ async def test_failing_job_records_every_attempt_and_its_error(server: Server,
     ([1, 2], "$", "Expected `object`, got `array`"),
 ])
 async def test_invalid_payload_is_rejected_with_its_path_and_nothing_is_stored(
-        server: Server, redis: Redis, payload: Any, field: str, problem: str) -> None:
+        server: Server, server_redis: Redis, payload: Any, field: str, problem: str) -> None:
     error = only_error(submit(server, function="demo.echo", payload=payload))
     assert error["extensions"]["code"] == "INVALID_PAYLOAD"
     assert error["extensions"]["field"] == field
     assert problem in error["message"]
-    assert await redis.keys("taskmaster:{default}:job:*") == []
+    assert await server_redis.keys("taskmaster:{default}:job:*") == []
 
 
-async def test_unknown_function_lists_the_loaded_ones(server: Server, redis: Redis) -> None:
+async def test_unknown_function_lists_the_loaded_ones(server: Server, server_redis: Redis) -> None:
     error = only_error(submit(server, function="demo.ecko", payload={"message": "hi"}))
     assert error["extensions"]["code"] == "UNKNOWN_FUNCTION"
     assert error["extensions"]["loaded"] == ["demo.echo", "demo.fail", "demo.sleep"]
     assert "taskmaster functions list" in error["message"]
-    assert await redis.keys("taskmaster:*:job:*") == []
+    assert await server_redis.keys("taskmaster:*:job:*") == []
 
 
 @pytest.mark.parametrize(("job_input", "argument"), [
@@ -105,16 +105,16 @@ async def test_unknown_function_lists_the_loaded_ones(server: Server, redis: Red
     ({"queue": "{slot}"}, "queue"),
 ])
 async def test_out_of_range_options_are_invalid_arguments(
-        server: Server, redis: Redis, job_input: dict[str, Any], argument: str) -> None:
+        server: Server, server_redis: Redis, job_input: dict[str, Any], argument: str) -> None:
     error = only_error(submit(server, function="demo.echo", payload={"message": "x"},
                               **job_input))
     assert error["extensions"]["code"] == "INVALID_ARGUMENT"
     assert error["extensions"]["argument"] == argument
-    assert await redis.keys("taskmaster:*:job:*") == []
+    assert await server_redis.keys("taskmaster:*:job:*") == []
 
 
 @pytest.mark.parametrize("job_id", ["default:no-such-job", "nonsense", "a:b:c", ":x"])
-async def test_job_not_found(server: Server, redis: Redis, job_id: str) -> None:
+async def test_job_not_found(server: Server, server_redis: Redis, job_id: str) -> None:
     error = only_error(server.graphql(JOB, {"id": job_id}))
     assert error["extensions"]["code"] == "NOT_FOUND"
     assert error["extensions"]["id"] == job_id
