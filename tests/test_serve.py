@@ -143,9 +143,11 @@ def test_external_redis_url_replaces_the_embedded_store(
         external.close()
 
 
-def test_serve_refuses_to_expose_the_api_beyond_loopback(tmp_path: Path) -> None:
-    done = subprocess.run([*processes_argv(), "serve", "--host", "0.0.0.0",
-                           "--data-dir", str(tmp_path)],
+@pytest.mark.parametrize("command", ["serve", "api"])
+def test_the_api_is_never_exposed_beyond_loopback(tmp_path: Path, command: str) -> None:
+    done = subprocess.run([*processes_argv(), command, "--host", "0.0.0.0",
+                           "--redis-url" if command == "api" else "--data-dir",
+                           "redis://127.0.0.1:1/0" if command == "api" else str(tmp_path)],
                           env=base_env(), capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert "only listens on loopback" in done.stderr

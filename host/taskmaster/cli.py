@@ -68,10 +68,11 @@ def _serve(args: argparse.Namespace) -> int:
 def _api(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from taskmaster.api.app import create_app
+    from taskmaster.api.app import check_listen_address, create_app
 
     settings = _settings(args, **{"api.host": args.host, "api.port": args.port,
                                   "redis_url": args.redis_url})
+    check_listen_address(settings)
     uvicorn.run(create_app(settings), host=settings.api.host, port=settings.api.port,
                 access_log=False, log_config=None)
     return 0

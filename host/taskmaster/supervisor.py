@@ -21,8 +21,8 @@ from types import FrameType
 
 import uvicorn
 
-from taskmaster.api.app import create_app
-from taskmaster.errors import ConfigError, StoreUnavailableError
+from taskmaster.api.app import check_listen_address, create_app
+from taskmaster.errors import StoreUnavailableError
 from taskmaster.settings import Settings
 from taskmaster.store.embedded import EmbeddedValkey, die_with_parent
 
@@ -116,10 +116,7 @@ def child_env(settings: Settings, redis_url: str, config_file: Path | None) -> d
 
 def serve(settings: Settings, *, config_file: Path | None = None) -> None:
     """Run everything until Ctrl-C/SIGTERM; raises if any part cannot start."""
-    if settings.api.host not in ("127.0.0.1", "localhost", "::1"):
-        # Until API keys exist (DESIGN §7), an open API may only listen on loopback.
-        raise ConfigError(f"refusing to bind {settings.api.host}: without API keys the"
-                          " API only listens on loopback (127.0.0.1, ::1)")
+    check_listen_address(settings)
     stop_requested: list[int] = []
 
     def remember(signum: int, frame: FrameType | None) -> None:
@@ -163,6 +160,8 @@ async def _serve_api(settings: Settings, pool: WorkerPool, store: EmbeddedValkey
 
     async def watch() -> None:
         while not server.should_exit:
+            if stop_requested:  # a signal that came before uvicorn took over signals
+                server.should_exit = True
             pool.check()
             if store is not None and store.process is not None and \
                     store.process.poll() is not None:

@@ -21,6 +21,15 @@ from taskmaster.registry import load_catalog
 from taskmaster.settings import Settings
 from taskmaster.store.connection import check_store, create_redis
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def check_listen_address(settings: Settings) -> None:
+    """Without API keys (DESIGN §7) the API may only listen on loopback."""
+    if settings.api.host not in LOOPBACK:
+        raise ConfigError(f"refusing to bind {settings.api.host}: without API keys the"
+                          " API only listens on loopback (127.0.0.1, ::1)")
+
 
 def create_app(settings: Settings) -> Litestar:
     """Build the API; it connects to the store and loads the catalog on startup."""
