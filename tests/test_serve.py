@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -115,6 +116,19 @@ def test_a_second_serve_on_the_same_data_dir_is_refused(
         env=base_env(), capture_output=True, text=True, timeout=60)
     assert second.returncode == 2
     assert "is in use by another taskmaster" in second.stderr
+
+
+def test_a_port_in_use_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run([*processes_argv(), "serve", "--port", str(port),
+                               "--data-dir", str(tmp_path)],
+                              env=base_env(), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
+    assert not (tmp_path / "valkey.conf").exists(), "no store was started"
 
 
 def processes_argv() -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -25,10 +26,23 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def check_listen_address(settings: Settings) -> None:
-    """Without API keys (DESIGN §7) the API may only listen on loopback."""
-    if settings.api.host not in LOOPBACK:
-        raise ConfigError(f"refusing to bind {settings.api.host}: without API keys the"
+    """Refuse, before anything starts, an address the API could not or must not use.
+
+    Without API keys (DESIGN §7) the API may only listen on loopback.
+    """
+    host, port = settings.api.host, settings.api.port
+    if host not in LOOPBACK:
+        raise ConfigError(f"refusing to bind {host}: without API keys the"
                           " API only listens on loopback (127.0.0.1, ::1)")
+    family = socket.AF_INET6 if host == "::1" else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # uvicorn binds with SO_REUSEADDR too; match it so TIME_WAIT is no obstacle.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror});"
+                              " pass another --port") from None
 
 
 def create_app(settings: Settings) -> Litestar:
