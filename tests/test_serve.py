@@ -65,12 +65,17 @@ def is_valkey(pid: int) -> bool:
         return False
 
 
+def store_and_workers(serve: subprocess.Popen[bytes]) -> list[int]:
+    """The pids of the store and the two workers `serve` started."""
+    return wait_until(lambda: len(children_of(serve.pid)) == 3 and children_of(serve.pid),
+                      message="store and two workers running")
+
+
 def test_serve_runs_store_workers_and_api_and_sigterm_stops_them_all(
         processes: Processes, tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     serve, url = start_serve(processes, data_dir)
-    children = wait_until(lambda: len(children_of(serve.pid)) == 3 and children_of(serve.pid),
-                          message="store and two workers running")
+    children = store_and_workers(serve)
     assert sum(is_valkey(pid) for pid in children) == 1
     assert (data_dir / "appendonlydir").is_dir()
 
@@ -88,8 +93,7 @@ def test_jobs_survive_kill_9_of_the_host_and_a_restart_on_the_same_data_dir(
         processes: Processes, tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     serve, url = start_serve(processes, data_dir)
-    children = wait_until(lambda: len(children_of(serve.pid)) == 3 and children_of(serve.pid),
-                          message="children running")
+    children = store_and_workers(serve)
     done = finished(url, run_job(url, "demo.echo", {"message": "before"})["id"])
     later = run_job(url, "demo.echo", {"message": "later"}, delaySeconds=3600)
     assert later["status"] == "SCHEDULED"
