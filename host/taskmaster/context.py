@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +36,16 @@ class Context:
     logger: logging.Logger
     resources: dict[str, Any]
     _report: ProgressReporter = field(repr=False)
+    _cancelled: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    @property
+    def cancelled(self) -> bool:
+        """True once this attempt was cancelled or timed out; sync handlers should stop.
+
+        Async handlers are cancelled directly (CancelledError); a sync handler runs in a
+        thread that cannot be interrupted, so it is told through this flag instead.
+        """
+        return self._cancelled.is_set()
 
     def progress(self, fraction: float, message: str | None = None) -> None:
         """Record how far the job is (0.0 to 1.0); safe to call from sync handlers too."""

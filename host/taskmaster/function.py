@@ -60,6 +60,12 @@ class Function:
     retry_base_s: float = 1.0
     """The n-th retry waits retry_base_s * 2**(n-1), capped at retry_max_s."""
     retry_max_s: float = 300.0
+    retry_jitter: bool = False
+    """Spread retries: each delay is drawn from [d/2, d]."""
+    keep_completed_s: float | None = None
+    """How long completed jobs stay queryable (host default: 24 h)."""
+    keep_dead_s: float | None = None
+    """How long dead-lettered jobs stay (host default: 7 days)."""
     description: str = ""
 
     def __post_init__(self) -> None:

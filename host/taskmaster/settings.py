@@ -42,7 +42,14 @@ class WorkerSettings:
     queues: tuple[str, ...] = ()
     """`name=concurrency` entries; empty means every queue of the loaded functions."""
     shutdown_grace_s: float = 30.0
-    """On SIGTERM, how long running jobs may go on before they are cancelled."""
+    """On SIGTERM, how long running jobs may go on before they are requeued."""
+    lease_s: float = 10.0
+    """A running job's lease; a worker that stops renewing it (dies) loses its jobs."""
+    max_stalls: int = 3
+    """Worker deaths a job may cause before it is dead-lettered as poison."""
+    weights: tuple[str, ...] = ()
+    """Dispatch weights CRITICAL:HIGH:NORMAL:LOW, `8:4:2:1` for all queues or
+    `queue=8:4:2:1` for one (default 8:4:2:1)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -53,8 +60,12 @@ class StoreSettings:
 
 @dataclass(frozen=True, kw_only=True)
 class JobSettings:
-    keep_finished_s: int = 7 * 24 * 3600
-    """How long a finished job (with its history) stays queryable."""
+    keep_completed_s: float = 24 * 3600.0
+    """How long completed and cancelled jobs (with history) stay; functions may override."""
+    keep_completed_count: int = 0
+    """Most completed/cancelled jobs kept per queue (0: no limit besides the period)."""
+    keep_dead_s: float = 7 * 24 * 3600.0
+    """How long dead-lettered jobs stay; functions may override."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -107,7 +107,12 @@ def child_env(settings: Settings, redis_url: str, config_file: Path | None) -> d
         "TASKMASTER_WORKER_CONCURRENCY": str(settings.worker.concurrency),
         "TASKMASTER_WORKER_QUEUES": ",".join(settings.worker.queues),
         "TASKMASTER_WORKER_SHUTDOWN_GRACE_S": str(settings.worker.shutdown_grace_s),
-        "TASKMASTER_JOBS_KEEP_FINISHED_S": str(settings.jobs.keep_finished_s),
+        "TASKMASTER_WORKER_LEASE_S": str(settings.worker.lease_s),
+        "TASKMASTER_WORKER_MAX_STALLS": str(settings.worker.max_stalls),
+        "TASKMASTER_WORKER_WEIGHTS": ",".join(settings.worker.weights),
+        "TASKMASTER_JOBS_KEEP_COMPLETED_S": str(settings.jobs.keep_completed_s),
+        "TASKMASTER_JOBS_KEEP_COMPLETED_COUNT": str(settings.jobs.keep_completed_count),
+        "TASKMASTER_JOBS_KEEP_DEAD_S": str(settings.jobs.keep_dead_s),
     })
     if config_file is not None:
         env["TASKMASTER_CONFIG"] = str(config_file.resolve())

@@ -1,4 +1,4 @@
-"""A worker process: loads the function plugins and runs one SAQ worker per queue."""
+"""A worker process: loads the function plugins and serves its queues with one fetch loop."""
 
 from __future__ import annotations
 
@@ -7,7 +7,10 @@ import logging
 import signal
 import uuid
 
-from taskmaster.engine.queue import TaskmasterQueue
+from taskmaster.engine.dispatch import Dispatcher
+from taskmaster.engine.keys import QUEUES_KEY
+from taskmaster.engine.lease import LeaseKeeper
+from taskmaster.engine.queue import DEFAULT_WEIGHTS, TaskmasterQueue
 from taskmaster.engine.worker import TaskmasterWorker, worker_metadata
 from taskmaster.errors import ConfigError
 from taskmaster.function import check_queue_name
@@ -33,6 +36,22 @@ def parse_queue_specs(specs: tuple[str, ...], default_concurrency: int) -> dict[
     return queues
 
 
+def parse_weights(specs: tuple[str, ...]) -> dict[str | None, tuple[int, ...]]:
+    """`("8:4:2:1", "email=1:1:1:1")` → {None: (8,4,2,1), "email": (1,1,1,1)}."""
+    weights: dict[str | None, tuple[int, ...]] = {None: DEFAULT_WEIGHTS}
+    for spec in specs:
+        name, sep, numbers = spec.rpartition("=")
+        try:
+            parsed = tuple(int(n) for n in numbers.split(":"))
+        except ValueError:
+            parsed = ()
+        if len(parsed) != 4 or min(parsed) < 1:
+            raise ConfigError(f"weights {spec!r}: four whole numbers of at least 1 are needed,"
+                              " like 8:4:2:1 (CRITICAL:HIGH:NORMAL:LOW)")
+        weights[check_queue_name(name) if sep else None] = parsed
+    return weights
+
+
 async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Serve jobs until SIGTERM/SIGINT (or `stop`), then shut down gracefully."""
     if not settings.redis_url:
@@ -43,37 +62,58 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
+    worker = settings.worker
     catalog = load_catalog()
-    queues = parse_queue_specs(settings.worker.queues, settings.worker.concurrency) or {
-        name: settings.worker.concurrency for name in sorted(catalog.queues() | {"default"})
+    queues = parse_queue_specs(worker.queues, worker.concurrency) or {
+        name: worker.concurrency for name in sorted(catalog.queues() | {"default"})
     }
+    weights = parse_weights(worker.weights)
     redis = create_redis(settings.redis_url, job_slots=sum(queues.values()))
+    worker_id = uuid.uuid4().hex[:12]
+    dispatcher = Dispatcher(redis, worker_id=worker_id, lease_s=worker.lease_s)
+    workers: list[TaskmasterWorker] = []
+
+    def lease_lost(queue: str, key: str) -> None:
+        for w in workers:
+            if w.tm_queue.name == queue:
+                w.lease_lost(key)
+
+    leases = LeaseKeeper(settings.redis_url, worker.lease_s, lease_lost)
     try:
         await check_store(redis, settings.redis_url)
+        await redis.sadd(QUEUES_KEY, *queues)  # type: ignore[misc]
         await catalog.start()
-        worker_id = f"{uuid.uuid4().hex[:12]}"
         metadata = worker_metadata(catalog.versions())
-        workers = [
-            TaskmasterWorker(TaskmasterQueue(redis, name), catalog.get, catalog.resources_of,
-                             worker_id=worker_id, concurrency=concurrency,
-                             shutdown_grace_s=settings.worker.shutdown_grace_s,
-                             metadata=metadata)
-            for name, concurrency in queues.items()
-        ]
-        for worker in workers:
-            await worker.queue.connect()
-        runs = [asyncio.create_task(worker.start()) for worker in workers]
+        for name, concurrency in queues.items():
+            queue = TaskmasterQueue(redis, name, weights=weights.get(name, weights[None]),
+                                    max_stalls=worker.max_stalls,
+                                    keep_completed_count=settings.jobs.keep_completed_count)
+            await queue.connect()
+            workers.append(TaskmasterWorker(
+                queue, catalog.get, catalog.resources_of, dispatcher=dispatcher,
+                leases=leases, worker_id=worker_id, concurrency=concurrency,
+                shutdown_grace_s=worker.shutdown_grace_s, lease_s=worker.lease_s,
+                metadata=metadata))
+        leases.start()
+        fetching = asyncio.create_task(dispatcher.run())
+        runs = [asyncio.create_task(w.start()) for w in workers]
         logger.info("worker %s serving %s with %s", worker_id,
                     ", ".join(f"{q}={c}" for q, c in queues.items()),
                     ", ".join(f"{p} {v}" for p, v in catalog.versions().items()) or "no plugins")
         stopping = asyncio.create_task(stop.wait())
-        await asyncio.wait([stopping, *runs], return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait([stopping, fetching, *runs], return_when=asyncio.FIRST_COMPLETED)
         logger.info("worker %s stopping", worker_id)
-        await asyncio.gather(*(worker.stop() for worker in workers))
+        dispatcher.close()
+        await asyncio.gather(*(w.stop() for w in workers))
         await asyncio.gather(*runs, return_exceptions=True)
+        fetching.cancel()
+        await asyncio.gather(fetching, return_exceptions=True)
         stopping.cancel()
         await catalog.stop()
     finally:
+        leases.stop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+        for w in workers:
+            await w.tm_queue._pubsub.close()
         await redis.aclose()

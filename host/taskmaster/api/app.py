@@ -16,7 +16,7 @@ from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from taskmaster.api.graphiql import STATIC_DIR, STATIC_PATH, offline_graphiql_html
 from taskmaster.api.schema import create_schema
 from taskmaster.api.services import Services
-from taskmaster.engine.jobs import JobClient
+from taskmaster.engine.jobs import JobClient, Retention
 from taskmaster.errors import ConfigError
 from taskmaster.registry import load_catalog
 from taskmaster.settings import Settings
@@ -55,7 +55,9 @@ def create_app(settings: Settings) -> Litestar:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         redis = create_redis(redis_url)
-        jobs = JobClient(redis, keep_finished_s=settings.jobs.keep_finished_s)
+        jobs = JobClient(redis, retention=Retention(
+            keep_completed_s=settings.jobs.keep_completed_s,
+            keep_dead_s=settings.jobs.keep_dead_s))
         try:
             await check_store(redis, redis_url)
             app.state.services = Services(settings=settings, redis=redis,

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-from saq.utils import now
 
 TRACEBACK_LIMIT = 8192
 """Characters of a traceback kept in a history event (the tail, where the error is)."""
@@ -15,8 +14,10 @@ class JobEvent(msgspec.Struct, omit_defaults=True, kw_only=True):
     """One entry of a job's history."""
 
     type: str
-    """submitted, started, progress, retry_scheduled, completed, failed, cancelled."""
-    at_ms: int
+    """submitted, started, progress, retry_scheduled, completed, failed, dead_lettered,
+    replayed, retried, cancel_requested, cancelled, priority_changed, recovered, requeued."""
+    at_ms: int = 0
+    """Server time; stamped by the script that appends the event."""
     attempt: int | None = None
     worker: str | None = None
     plugin: str | None = None
@@ -33,7 +34,8 @@ _decoder = msgspec.json.Decoder(JobEvent)
 
 
 def event(type: str, **fields: Any) -> bytes:
-    return _encoder.encode(JobEvent(type=type, at_ms=now(), **fields))
+    """An event to append; the store's script adds the time."""
+    return _encoder.encode(JobEvent(type=type, **fields))
 
 
 def decode_events(raw: list[bytes]) -> list[JobEvent]:

@@ -1,4 +1,4 @@
-"""JobClient: submit jobs and read them back, as producers and the API see them."""
+"""JobClient: submit jobs, read them back and act on them, as producers and the API do."""
 
 from __future__ import annotations
 
@@ -12,14 +12,22 @@ from redis.exceptions import RedisError
 from saq.job import Job, Status
 from saq.utils import now
 
-from taskmaster.engine.history import JobEvent, decode_events, error_summary
+from taskmaster.engine.history import JobEvent, decode_events, error_summary, event
+from taskmaster.engine.keys import QUEUES_KEY
 from taskmaster.engine.queue import TaskmasterQueue
-from taskmaster.errors import InvalidArgumentError, JobNotFoundError, StoreUnavailableError
+from taskmaster.errors import (
+    InvalidArgumentError,
+    JobNotFoundError,
+    JobStateError,
+    StoreUnavailableError,
+)
 from taskmaster.function import QUEUE_NAME, Function, Priority, check_queue_name
 
 MAX_DELAY_S = 366 * 24 * 3600.0
 MAX_ATTEMPTS = 100
 MAX_TIMEOUT_S = 7 * 24 * 3600.0
+MAX_RETRY_DELAY_S = 24 * 3600.0
+MAX_IDEMPOTENCY_KEY = 256
 
 
 class JobStatus(enum.Enum):
@@ -35,17 +43,28 @@ TERMINAL = {JobStatus.COMPLETE, JobStatus.FAILED, JobStatus.CANCELLED}
 
 
 @dataclass(frozen=True, kw_only=True)
+class Retention:
+    keep_completed_s: float = 24 * 3600.0
+    keep_dead_s: float = 7 * 24 * 3600.0
+
+
+@dataclass(frozen=True, kw_only=True)
 class SubmitOptions:
     priority: Priority | None = None
     queue: str | None = None
     delay_s: float | None = None
+    run_at_ms: int | None = None
     max_attempts: int | None = None
     timeout_s: float | None = None
+    retry_base_s: float | None = None
+    retry_max_s: float | None = None
+    retry_jitter: bool | None = None
+    idempotency_key: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
 class JobView:
-    """A job as clients see it: one record plus its history."""
+    """A job as clients see it: its record, where it is, and its history."""
 
     id: str
     function: str
@@ -60,7 +79,9 @@ class JobView:
     progress: float
     plugin: str | None
     version: str | None
+    idempotency_key: str | None
     enqueued_at_ms: int | None
+    scheduled_for_ms: int | None
     started_at_ms: int | None
     completed_at_ms: int | None
     history: list[JobEvent]
@@ -72,23 +93,27 @@ def public_id(queue: str, key: str) -> str:
 
 def parse_id(job_id: str) -> tuple[str, str]:
     queue, sep, key = job_id.partition(":")
-    if not sep or not key or not QUEUE_NAME.fullmatch(queue) or len(key) > 128:
+    if not sep or not key or not QUEUE_NAME.fullmatch(queue) or len(key) > 128 or ":" in key:
         raise JobNotFoundError(job_id)
     return queue, key
 
 
 class JobClient:
-    """Producer-side access to the queues of one store."""
+    """Producer- and operator-side access to the queues of one store."""
 
-    def __init__(self, redis: Redis, *, keep_finished_s: int) -> None:
+    def __init__(self, redis: Redis, *, retention: Retention | None = None) -> None:
         self.redis = redis
-        self.keep_finished_s = keep_finished_s
+        self.retention = retention or Retention()
         self._queues: dict[str, TaskmasterQueue] = {}
+        self._known: set[str] = set()
 
     def queue(self, name: str) -> TaskmasterQueue:
         if name not in self._queues:
             self._queues[name] = TaskmasterQueue(self.redis, check_queue_name(name))
         return self._queues[name]
+
+    async def queue_names(self) -> list[str]:
+        return sorted(n.decode() for n in await self.redis.smembers(QUEUES_KEY))  # type: ignore[misc]
 
     async def close(self) -> None:
         for queue in self._queues.values():
@@ -96,100 +121,204 @@ class JobClient:
 
     async def submit(self, function: Function, plugin: str, version: str, payload: Any,
                      options: SubmitOptions) -> JobView:
-        """Validate and enqueue one job; raises before anything is stored if invalid."""
+        """Validate and enqueue one job; raises before anything is stored if invalid.
+
+        With an idempotency key already used in the queue, returns that job instead
+        (CONFLICT if it was submitted for another function or payload).
+        """
         function.parse_input(payload)
         queue = self.queue(options.queue or function.queue)
-        max_attempts = _bounded_int("maxAttempts", options.max_attempts, function.max_attempts,
-                                    1, MAX_ATTEMPTS)
-        timeout_s = _bounded_float("timeoutSeconds", options.timeout_s, function.timeout_s,
-                                   0.001, MAX_TIMEOUT_S, open_low=True)
-        delay_s = _bounded_float("delaySeconds", options.delay_s, 0.0, 0.0, MAX_DELAY_S)
-        priority = options.priority or function.priority
+        job, level, delay_ms, run_at_ms, key = self._build(function, plugin, version,
+                                                           payload, options)
+        try:
+            if queue.name not in self._known:
+                await self.redis.sadd(QUEUES_KEY, queue.name)  # type: ignore[misc]
+                self._known.add(queue.name)
+            created, job_key = await queue.submit(job, level, delay_ms=delay_ms,
+                                                  run_at_ms=run_at_ms, idempotency_key=key)
+        except RedisError as exc:
+            raise StoreUnavailableError(f"could not store the job: {exc}") from None
+        view = await self.get(public_id(queue.name, job_key))
+        if not created and (view.function != function.name
+                            or view.payload != (job.kwargs or {}).get("payload")):
+            raise JobStateError(
+                f"idempotency key {key!r} was used for job {view.id} with another"
+                " function or payload", id=view.id)
+        return view
+
+    def _build(self, function: Function, plugin: str, version: str, payload: Any,
+               options: SubmitOptions) -> tuple[Job, Priority, int, int, str]:
+        max_attempts = _bounded("maxAttempts", options.max_attempts, function.max_attempts,
+                                1, MAX_ATTEMPTS)
+        timeout_s = _bounded("timeoutSeconds", options.timeout_s, function.timeout_s,
+                             0.001, MAX_TIMEOUT_S)
+        delay_s = _bounded("delaySeconds", options.delay_s, 0.0, 0.0, MAX_DELAY_S)
+        retry_base_s = _bounded("retryBaseSeconds", options.retry_base_s, function.retry_base_s,
+                                0.0, MAX_RETRY_DELAY_S)
+        retry_max_s = _bounded("retryMaxSeconds", options.retry_max_s, function.retry_max_s,
+                               0.0, MAX_RETRY_DELAY_S)
+        if options.delay_s is not None and options.run_at_ms is not None:
+            raise InvalidArgumentError("runAt", "give either delaySeconds or runAt, not both")
+        key = options.idempotency_key or ""
+        if len(key) > MAX_IDEMPOTENCY_KEY:
+            raise InvalidArgumentError("idempotencyKey",
+                                       f"at most {MAX_IDEMPOTENCY_KEY} characters")
+        level = options.priority or function.priority
+        jitter = function.retry_jitter if options.retry_jitter is None else options.retry_jitter
         job = Job(
             function=function.name,
             kwargs={"payload": payload if payload is not None else {}},
             retries=max_attempts,
-            timeout=timeout_s,  # type: ignore[arg-type]  # SAQ types it int; floats work
-            ttl=self.keep_finished_s,
-            retry_delay=function.retry_base_s,
-            retry_backoff=function.retry_max_s,
-            scheduled=math.ceil(now() / 1000 + delay_s) if delay_s else 0,
-            meta={"priority": priority.value, "submitted_plugin": plugin,
-                  "submitted_version": version},
+            timeout=timeout_s,  # SAQ types it int; floats work
+            ttl=0,  # retention is ours (done/dead sets), not a Redis TTL
+            retry_delay=retry_base_s,
+            retry_backoff=retry_max_s,
+            meta={"priority": level.value, "max_attempts": max_attempts,
+                  "retry_jitter": jitter, "submitted_plugin": plugin,
+                  "submitted_version": version, "idempotency_key": key or None,
+                  "keep_completed_s": function.keep_completed_s
+                  or self.retention.keep_completed_s,
+                  "keep_dead_s": function.keep_dead_s or self.retention.keep_dead_s},
         )
-        try:
-            created = await queue.enqueue(job)
-        except RedisError as exc:
-            raise StoreUnavailableError(f"could not store the job: {exc}") from None
-        if created is None:  # pragma: no cover - uuid keys do not collide
-            raise StoreUnavailableError("a job with this key already exists")
-        return await self.get(public_id(queue.name, job.key))
+        return job, level, int(delay_s * 1000), options.run_at_ms or 0, key
 
     async def get(self, job_id: str) -> JobView:
         queue_name, key = parse_id(job_id)
+        views = await self.views(queue_name, [key])
+        if views[0] is None:
+            raise JobNotFoundError(job_id)
+        return views[0]
+
+    async def views(self, queue_name: str, job_keys: list[str]) -> list[JobView | None]:
+        """Many jobs of one queue in one round trip (None for those that are gone)."""
         queue = self.queue(queue_name)
+        keys = queue.keys
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.get(queue.job_id(key))
-                pipe.lrange(queue.history_key(key), 0, -1)
-                raw, history = await pipe.execute()
+                for key in job_keys:
+                    pipe.get(keys.job(key))
+                    pipe.lrange(keys.history(key), 0, -1)
+                    pipe.hget(keys.priority, key)
+                    pipe.zscore(keys.scheduled, key)
+                    pipe.zscore(keys.active, key)
+                replies = await pipe.execute()
         except RedisError as exc:
-            raise StoreUnavailableError(f"could not read the job: {exc}") from None
-        job = queue.deserialize(raw)
+            raise StoreUnavailableError(f"could not read jobs: {exc}") from None
+        views: list[JobView | None] = []
+        for i in range(len(job_keys)):
+            raw, history, level, due, leased = replies[i * 5:(i + 1) * 5]
+            job = queue.deserialize(raw)
+            views.append(None if job is None else view(
+                job, queue.name, decode_events(history),
+                level=level.decode() if level else None, scheduled_ms=due,
+                active=leased is not None))
+        return views
+
+    async def job(self, job_id: str) -> tuple[TaskmasterQueue, Job, JobView]:
+        current = await self.get(job_id)
+        queue = self.queue(current.queue)
+        job = await queue.job(parse_id(job_id)[1])
         if job is None:
             raise JobNotFoundError(job_id)
-        return view(job, queue.name, decode_events(history))
+        return queue, job, current
+
+    async def cancel(self, job_id: str) -> JobView:
+        """Cancel a queued or scheduled job now; ask a running one to stop."""
+        queue, job, current = await self.job(job_id)
+        if current.status in TERMINAL:
+            raise JobStateError(f"job {job_id} is already {current.status.value}",
+                                id=job_id, status=current.status.value)
+        job.status, job.error, job.completed = Status.ABORTED, "cancelled", now()
+        if await queue.cancel_job(job) == 0:
+            latest = await self.get(job_id)
+            raise JobStateError(f"job {job_id} finished ({latest.status.value}) before it"
+                                " could be cancelled", id=job_id, status=latest.status.value)
+        return await self.get(job_id)
+
+    async def retry(self, job_id: str) -> JobView:
+        """Run a FAILED or CANCELLED job again, with a fresh attempt budget."""
+        return await self._requeue(job_id, {JobStatus.FAILED, JobStatus.CANCELLED}, "retried")
+
+    async def replay(self, job_id: str) -> JobView:
+        """Put a dead-lettered job back as fresh attempts."""
+        return await self._requeue(job_id, {JobStatus.FAILED}, "replayed")
+
+    async def _requeue(self, job_id: str, allowed: set[JobStatus], kind: str) -> JobView:
+        queue, job, current = await self.job(job_id)
+        if current.status not in allowed:
+            names = " or ".join(sorted(s.value for s in allowed))
+            raise JobStateError(f"only {names} jobs can be {kind}; job {job_id} is"
+                                f" {current.status.value}", id=job_id,
+                                status=current.status.value)
+        budget = int(job.meta.get("max_attempts") or job.retries)
+        job.retries = job.attempts + budget
+        job.error, job.result, job.completed, job.progress = None, None, 0, 0.0
+        if not await queue.requeue(job, current.priority, event(
+                kind, attempt=job.attempts,
+                message=f"{budget} more attempt(s); previous attempts stay in the history")):
+            raise JobStateError(f"job {job_id} was requeued by someone else", id=job_id)
+        return await self.get(job_id)
+
+    async def purge(self, job_id: str) -> bool:
+        queue_name, key = parse_id(job_id)
+        return await self.queue(queue_name).purge(key)
+
+    async def set_priority(self, job_id: str, priority: Priority) -> JobView:
+        queue, _, current = await self.job(job_id)
+        moved = await queue.set_priority(parse_id(job_id)[1], priority, current.priority)
+        if moved == -1:
+            raise JobStateError(f"job {job_id} is already running; its priority no longer"
+                                " matters", id=job_id, status="ACTIVE")
+        if moved == 0:
+            latest = await self.get(job_id)
+            raise JobStateError(f"job {job_id} is {latest.status.value}; only queued or"
+                                " scheduled jobs can change priority", id=job_id,
+                                status=latest.status.value)
+        return await self.get(job_id)
 
 
-def view(job: Job, queue: str, history: list[JobEvent]) -> JobView:
+def view(job: Job, queue: str, history: list[JobEvent], *, level: str | None = None,
+         scheduled_ms: float | None = None, active: bool = False) -> JobView:
     meta = job.meta
+    status = status_of(job, scheduled=scheduled_ms is not None, active=active)
     return JobView(
         id=public_id(queue, job.key),
         function=job.function,
         queue=queue,
-        priority=Priority(meta.get("priority", Priority.NORMAL.value)),
-        status=status_of(job),
+        priority=Priority(level or meta.get("priority", Priority.NORMAL.value)),
+        status=status,
         payload=(job.kwargs or {}).get("payload"),
         result=job.result,
-        error=error_summary(job.error) if job.status != Status.COMPLETE else None,
+        error=error_summary(job.error) if status != JobStatus.COMPLETE else None,
         attempts=job.attempts,
         max_attempts=job.retries,
         progress=job.progress,
         plugin=meta.get("plugin"),
         version=meta.get("version"),
+        idempotency_key=meta.get("idempotency_key"),
         enqueued_at_ms=job.queued or None,
+        scheduled_for_ms=int(scheduled_ms) if scheduled_ms is not None else None,
         started_at_ms=job.started or None,
         completed_at_ms=job.completed or None,
         history=history,
     )
 
 
-def status_of(job: Job) -> JobStatus:
-    if job.status in (Status.ACTIVE, Status.ABORTING):
-        return JobStatus.ACTIVE
+def status_of(job: Job, *, scheduled: bool, active: bool) -> JobStatus:
     if job.status == Status.COMPLETE:
         return JobStatus.COMPLETE
     if job.status == Status.FAILED:
         return JobStatus.FAILED
     if job.status == Status.ABORTED:
         return JobStatus.CANCELLED
-    waiting_until_ms = max(job.scheduled * 1000, job.meta.get("retry_at_ms") or 0)
-    return JobStatus.SCHEDULED if waiting_until_ms > now() else JobStatus.QUEUED
+    if active:
+        return JobStatus.ACTIVE
+    return JobStatus.SCHEDULED if scheduled else JobStatus.QUEUED
 
 
-def _bounded_int(name: str, value: int | None, default: int, low: int, high: int) -> int:
+def _bounded(name: str, value: Any, default: Any, low: float, high: float) -> Any:
     if value is None:
         return default
-    if not low <= value <= high:
-        raise InvalidArgumentError(name, f"must be between {low} and {high}, got {value}")
-    return value
-
-
-def _bounded_float(name: str, value: float | None, default: float, low: float, high: float,
-                   *, open_low: bool = False) -> float:
-    if value is None:
-        return default
-    if not math.isfinite(value) or value > high or value < low or (open_low and value <= 0):
-        bound = "more than 0" if open_low else f"at least {low}"
-        raise InvalidArgumentError(name, f"must be {bound} and at most {high}, got {value}")
+    if (isinstance(value, float) and not math.isfinite(value)) or not low <= value <= high:
+        raise InvalidArgumentError(name, f"must be between {low:g} and {high:g}, got {value}")
     return value

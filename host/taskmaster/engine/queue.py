@@ -1,52 +1,37 @@
-"""TaskmasterQueue: SAQ's RedisQueue with hash-tagged keys and a history per job.
+"""TaskmasterQueue: SAQ's RedisQueue whose jobs move only through our Lua scripts.
 
-Every key of a queue carries the queue name as a Redis Cluster hash tag
-(`taskmaster:{email}:...`), so a queue's multi-key scripts stay on one shard. Each
-override notes the SAQ version it was checked against; SAQ is pinned to that minor.
+Keeps SAQ's Job model and job records; replaces SAQ's single `queued`/`active` lists with
+per-priority lists, leased claims, a scheduled set, dead-letter and retention sets (see
+keys.py). SAQ entry points that would bypass that bookkeeping raise instead. Each
+override names the SAQ version it was checked against; SAQ is pinned to that minor.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NoReturn
 
 import msgspec
 from redis.asyncio import Redis
-from redis.commands.core import AsyncScript
 from saq.job import Job, Status
 from saq.queue.redis import PubSubMultiplexer, RedisQueue
+from saq.types import CountKind
 from saq.utils import now
 
 from taskmaster.engine.history import error_summary, event, traceback_tail
-from taskmaster.function import check_queue_name
+from taskmaster.engine.keys import LEVELS, PREFIX, QueueKeys
+from taskmaster.engine.scripts import Scripts
+from taskmaster.function import Priority, check_queue_name
 
 logger = logging.getLogger(__name__)
 
-KEY_PREFIX = "taskmaster"
-ABANDONED = "abandoned: no live worker held this job"
-SWEEP_CONFIRM_S = 2.0
-"""How long a job must keep looking abandoned before the sweep recovers it."""
-
-_FINISH_EVENTS = {Status.COMPLETE: "completed", Status.FAILED: "failed",
-                  Status.ABORTED: "cancelled"}
-
-# KEYS: incomplete zset, job key, queued list, history list
-# ARGV: job record, scheduled (epoch s, 0 = now), submitted event
-_ENQUEUE = """
-if redis.call('EXISTS', KEYS[2]) == 1 or redis.call('ZSCORE', KEYS[1], KEYS[2]) then
-    return nil
-end
-redis.call('SET', KEYS[2], ARGV[1])
-redis.call('ZADD', KEYS[1], ARGV[2], KEYS[2])
-if ARGV[2] == '0' then redis.call('RPUSH', KEYS[3], KEYS[2]) end
-redis.call('RPUSH', KEYS[4], ARGV[3])
-return 1
-"""
-
-AttemptHook = Callable[[Job], None]
+DEFAULT_WEIGHTS = (8, 4, 2, 1)
+"""Dispatch weights of CRITICAL, HIGH, NORMAL, LOW."""
+DEFAULT_MAX_STALLS = 3
+RETENTION_BATCH = 500
+DAY_S = 24 * 3600
 
 
 def _dump(data: Mapping[Any, Any]) -> bytes:
@@ -57,167 +42,259 @@ def _load(data: bytes | str) -> Any:
     return msgspec.json.decode(data)
 
 
+@dataclass(frozen=True)
+class Claimed:
+    """A job this worker now holds a lease on."""
+
+    job: Job
+    token: str
+    level: Priority
+    stalls: int
+
+    @property
+    def suspect(self) -> bool:
+        """Recovered from a dead worker: it runs alone in its process."""
+        return self.stalls > 0
+
+
+@dataclass(frozen=True)
+class Claim:
+    jobs: list[Claimed]
+    wait_ms: int
+    """Until the next scheduled job is due; -1 if none is."""
+    suspects: int
+    """Recovered jobs waiting for a worker that runs nothing else."""
+
+
+def keep_ms(job: Job, outcome: str) -> int:
+    """How long a finished job stays, from its submission's retention settings."""
+    seconds = job.meta.get("keep_dead_s" if outcome == "dead" else "keep_completed_s")
+    default = 7 * DAY_S if outcome == "dead" else DAY_S
+    return int(float(seconds if seconds is not None else default) * 1000)
+
+
 class TaskmasterQueue(RedisQueue):
     """One named queue in Redis/Valkey."""
 
     def __init__(self, redis: Redis, name: str = "default", *,
-                 on_attempt: AttemptHook | None = None) -> None:
+                 weights: Sequence[int] = DEFAULT_WEIGHTS,
+                 max_stalls: int = DEFAULT_MAX_STALLS, keep_completed_count: int = 0) -> None:
         check_queue_name(name)
-        super().__init__(redis, name=name, dump=_dump, load=_load,
-                         swept_error_message=ABANDONED)
-        self._pubsub = PubSubMultiplexer(redis.pubsub(), prefix=self.job_id(""))
-        self._enqueue_tm: AsyncScript = redis.register_script(_ENQUEUE)
-        self.on_attempt = on_attempt
-        """Called with the job as an attempt starts, before it is recorded (workers)."""
+        super().__init__(redis, name=name, dump=_dump, load=_load)
+        self.keys = QueueKeys(name)
+        self.prefix = self.keys.key("")
+        self._pubsub = PubSubMultiplexer(redis.pubsub(), prefix=self.keys.job(""))
+        self.scripts = Scripts.register(redis)
+        if len(weights) != len(LEVELS) or min(weights) < 1:
+            raise ValueError(f"queue {name}: four weights of at least 1 are needed, got {weights}")
+        self.weights = tuple(weights)
+        self.max_stalls = max_stalls
+        self.keep_completed_count = keep_completed_count
 
     # -- key layout (saq 0.26.4: namespace, job_id, job_key_from_id) --
     def namespace(self, key: str) -> str:
-        return f"{KEY_PREFIX}:{{{self.name}}}:{key}"
+        return f"{PREFIX}:{{{self.name}}}:{key}"
 
     def job_id(self, job_key: str) -> str:
-        return f"{KEY_PREFIX}:{{{self.name}}}:job:{job_key}"
+        return self.namespace(f"job:{job_key}")
 
     def job_key_from_id(self, job_id: str) -> str:
         return job_id[len(self.job_id("")):]
 
-    def history_key(self, job_key: str) -> str:
-        return self.namespace(f"history:{job_key}")
-
     # -- transitions --
-    async def _enqueue(self, job: Job) -> Job | None:  # saq 0.26.4
-        submitted = event("submitted", message=f"priority {job.meta.get('priority')}")
-        async with self._op_sem:
-            created = await self._enqueue_tm(
-                keys=[self._incomplete, job.id, self._queued, self.history_key(job.key)],
-                args=[self.serialize(job), job.scheduled, submitted],
-                client=self.redis,
-            )
+    async def submit(self, job: Job, level: Priority, *, delay_ms: int = 0, run_at_ms: int = 0,
+                     idempotency_key: str = "") -> tuple[bool, str]:
+        """Store and enqueue a new job; (False, existing key) if its idempotency key is taken."""
+        job.queue = self
+        job.status = Status.QUEUED
+        job.queued = job.queued or now()
+        keys = self.keys
+        created, key = await self.scripts.enqueue(
+            keys=[keys.job(job.key), keys.history(job.key), keys.queued(level), keys.scheduled,
+                  keys.priority, keys.index, keys.idempotency, keys.idempotency_of, keys.wake],
+            args=[job.key, self.serialize(job),
+                  event("submitted", message=f"priority {level.value}"),
+                  level.value, delay_ms, run_at_ms, idempotency_key])
+        return bool(created), key.decode() if isinstance(key, bytes) else str(key)
+
+    async def claim(self, count: int, lease_ms: int, worker_id: str, *,
+                    idle: bool = False) -> Claim:
+        """Lease up to `count` jobs, fairly across priorities.
+
+        A worker running nothing (`idle`) is given one recovered suspect instead, if any.
+        """
+        keys = self.keys
+        rows, wait_ms, suspects = await self.scripts.claim(
+            keys=[*keys.all_queued, keys.scheduled, keys.active, keys.lease, keys.priority,
+                  keys.swrr, keys.stalls, keys.suspects],
+            args=[count, lease_ms, worker_id, *self.weights, self.prefix, int(idle)])
+        claimed = []
+        for key, token, level, record, stalls in rows:
+            job = self.deserialize(record) if record else None
+            if job is None:  # purged between submission and claim: let the lease lapse
+                logger.warning("claimed job %s has no record", key.decode())
+                continue
+            claimed.append(Claimed(job, token.decode(), Priority(level.decode()), int(stalls)))
+        return Claim(claimed, int(wait_ms), int(suspects))
+
+    async def record(self, job: Job, token: str, history_event: bytes | None = None) -> bool:
+        """Write the record of a job this worker holds; False if its lease was lost."""
+        keys = self.keys
+        return bool(await self.scripts.update(
+            keys=[keys.job(job.key), keys.history(job.key), keys.lease],
+            args=[job.key, token, self.serialize(job), history_event or "", job.status.value]))
+
+    async def finish_attempt(self, job: Job, token: str, *events: bytes) -> bool:
+        """Record a terminal outcome (COMPLETE, FAILED → dead letters, ABORTED)."""
+        dead = job.status == Status.FAILED
+        keys = self.keys
+        return bool(await self.scripts.finish(
+            keys=[keys.job(job.key), keys.history(job.key), keys.active, keys.lease,
+                  keys.priority, keys.stalls, keys.cancel, keys.dead if dead else keys.done],
+            args=[job.key, token, self.serialize(job), events[0],
+                  events[1] if len(events) > 1 else "",
+                  keep_ms(job, "dead" if dead else "done"), job.status.value]))
+
+    async def retry_attempt(self, job: Job, token: str, level: Priority, delay_ms: int,
+                            history_event: bytes) -> bool:
+        keys = self.keys
+        return bool(await self.scripts.retry(
+            keys=[keys.job(job.key), keys.history(job.key), keys.active, keys.lease,
+                  keys.scheduled, keys.queued(level), keys.wake, keys.cancel],
+            args=[job.key, token, self.serialize(job), history_event, delay_ms]))
+
+    async def cancel_job(self, cancelled: Job) -> int:
+        """1: cancelled now; 2: running, cancel requested; 0: already finished."""
+        keys = self.keys
+        return int(await self.scripts.cancel(
+            keys=[keys.job(cancelled.key), keys.history(cancelled.key), *keys.all_queued,
+                  keys.scheduled, keys.active, keys.priority, keys.done, keys.cancel,
+                  keys.suspects],
+            args=[cancelled.key, self.serialize(cancelled), event("cancelled"),
+                  keep_ms(cancelled, "done"), event("cancel_requested")]))
+
+    async def set_priority(self, key: str, level: Priority, old: Priority) -> int:
+        """1 moved, 2 unchanged, -1 running, 0 finished."""
+        keys = self.keys
+        return int(await self.scripts.set_priority(
+            keys=[keys.history(key), keys.priority, *keys.all_queued, keys.scheduled,
+                  keys.active, keys.suspects],
+            args=[key, level.value, event("priority_changed",
+                                          message=f"{old.value} -> {level.value}")]))
+
+    async def requeue(self, job: Job, level: Priority, history_event: bytes) -> bool:
+        """Put a finished job back as a fresh attempt; False if it is not finished."""
+        keys = self.keys
+        job.status = Status.QUEUED
+        return bool(await self.scripts.requeue(
+            keys=[keys.job(job.key), keys.history(job.key), keys.dead, keys.done,
+                  keys.queued(level), keys.priority, keys.wake],
+            args=[job.key, self.serialize(job), history_event, level.value]))
+
+    async def purge(self, key: str) -> bool:
+        keys = self.keys
+        return bool(await self.scripts.purge(
+            keys=[keys.dead, keys.index, keys.idempotency, keys.idempotency_of],
+            args=[self.prefix, key]))
+
+    async def apply_retention(self) -> int:
+        keys = self.keys
+        return int(await self.scripts.retention(
+            keys=[keys.done, keys.dead, keys.index, keys.idempotency, keys.idempotency_of],
+            args=[self.prefix, self.keep_completed_count, RETENTION_BATCH]))
+
+    async def reclaim(self) -> list[str]:
+        """Requeue jobs whose lease expired; dead-letter poison jobs. Returns requeued keys."""
+        keys = self.keys
+        requeued, poison, cancelled = await self.scripts.reclaim(
+            keys=[keys.active, keys.lease, keys.stalls, keys.priority, keys.suspects,
+                  keys.wake, keys.cancel],
+            args=[self.max_stalls, self.prefix])
+        for key, stalls in poison:
+            await self._end_abandoned(key.decode(), Status.FAILED,
+                                      f"worker died {int(stalls)} times running it (poison job)")
+        for key in cancelled:
+            await self._end_abandoned(key.decode(), Status.ABORTED, "cancelled")
+        recovered = [k.decode() for k in requeued]
+        if recovered:
+            logger.warning("recovered %d job(s) of queue %s from dead workers: %s",
+                           len(recovered), self.name, ", ".join(recovered))
+        return recovered
+
+    async def _end_abandoned(self, key: str, status: Status, error: str) -> None:
+        job = await self.job(key)
+        if job is None:
+            return
+        job.status, job.error, job.completed = status, error, now()
+        if status == Status.FAILED:
+            await self.finish_attempt(job, "", event("failed", attempt=job.attempts, error=error),
+                                      event("dead_lettered", message=error))
+        else:
+            await self.finish_attempt(job, "", event("cancelled", attempt=job.attempts))
+
+    # -- SAQ upkeep entry points (saq 0.26.4) --
+    async def schedule(self, lock: int = 1) -> list[str]:
+        return []  # due jobs are promoted inside every claim
+
+    async def sweep(self, lock: int = 60, abort: float = 5.0) -> list[str]:
+        recovered = await self.reclaim()
+        await self.apply_retention()
+        return recovered
+
+    async def count(self, kind: CountKind) -> int:  # saq 0.26.4
+        keys = self.keys
+        if kind == "queued":
+            lists = [*keys.all_queued, keys.suspects]
+            return sum([int(await self.redis.llen(k)) for k in lists])  # type: ignore[misc]
+        if kind == "active":
+            return int(await self.redis.zcard(keys.active))
+        if kind == "incomplete":
+            return await self.count("queued") + await self.count("active") + int(
+                await self.redis.zcard(keys.scheduled))
+        raise ValueError(f"can't count unknown kind {kind}")
+
+    async def notify(self, job: Job) -> None:  # saq 0.26.4
+        await self.redis.publish(job.id, job.status.value)
+
+    async def _enqueue(self, job: Job) -> Job | None:  # saq 0.26.4: Queue.enqueue()
+        level = Priority(job.meta.get("priority", Priority.NORMAL.value))
+        delay_ms = max(0, job.scheduled * 1000 - now()) if job.scheduled else 0
+        created, _ = await self.submit(job, level, delay_ms=delay_ms)
         return job if created else None
 
-    async def update(self, job: Job, **kwargs: Any) -> None:  # saq 0.26.4
-        if kwargs.get("status") == Status.ACTIVE and self.on_attempt is not None:
-            self.on_attempt(job)
-        await super().update(job, **kwargs)
+    def _bypass(self, name: str) -> NoReturn:
+        raise NotImplementedError(
+            f"TaskmasterQueue.{name}: jobs move through TaskmasterWorker and JobClient,"
+            " which keep leases, history and dead letters consistent")
 
-    async def _update(self, job: Job, status: Status | None = None,
-                      **kwargs: Any) -> None:  # saq 0.26.4
-        if status is None:
-            # A progress report or heartbeat: keep the stored status (a cancel may have
-            # changed it meanwhile), as SAQ does.
-            stored = await self.job(job.key)
-            job.status = stored.status if stored else job.status
-        else:
-            job.status = status
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.set(job.id, self.serialize(job))
-            if status == Status.ACTIVE:
-                pipe.rpush(self.history_key(job.key), event(
-                    "started", attempt=job.attempts, worker=job.worker_id,
-                    plugin=job.meta.get("plugin"), version=job.meta.get("version")))
-            elif kwargs.get("meta", {}).get("progress_message") is not None:
-                pipe.rpush(self.history_key(job.key), event(
-                    "progress", attempt=job.attempts, progress=job.progress,
-                    message=job.meta["progress_message"]))
-            pipe.publish(job.id, job.status)
-            await pipe.execute()
+    async def dequeue(self, timeout: float = 0.0,  # noqa: ASYNC109 - SAQ's signature
+                      poll_interval: float = 0.0) -> Job | None:
+        self._bypass("dequeue")
 
-    async def retry(self, job: Job, error: str | None) -> None:  # saq 0.26.4
-        # The worker marks attempts that must not be repeated (NonRetryableError,
-        # a payload the loaded version rejects); SAQ only knows attempts < retries.
-        if job.meta.get("non_retryable"):
-            await self.finish(job, Status.FAILED, error=error)
-            return
-        await super().retry(job, error)
+    async def _update(self, job: Job, status: Status | None = None, **kwargs: Any) -> None:
+        self._bypass("update")
 
-    async def sweep(self, lock: int = 60, abort: float = 5.0) -> list[str]:  # saq 0.26.4
-        """Recover jobs in `active` that no live attempt owns; two-phase, unlike SAQ.
-
-        SAQ treats any job in `active` whose record is not ACTIVE as stuck, but a live
-        worker moves a job to `active` one round trip before it marks it ACTIVE, so a
-        sweep in between runs the job twice (SAQ #124/#277). A suspect is recovered
-        only if it still looks abandoned SWEEP_CONFIRM_S later.
-        """
-        suspects = await self._sweep_suspects(lock)
-        if not suspects:
-            return []
-        await asyncio.sleep(SWEEP_CONFIRM_S)
-        confirmed = set(suspects) & set(await self._sweep_suspects(lock=0))
-        for job_id in confirmed:
-            job = await self._get_job_by_id(job_id)
-            if job is None:
-                async with self.redis.pipeline(transaction=True) as pipe:
-                    pipe.lrem(self._active, 0, job_id)
-                    pipe.zrem(self._incomplete, job_id)
-                    await pipe.execute()
-                continue
-            logger.warning("recovering abandoned job %s", job_id, extra={"job_id": job_id})
-            await self.abort(job, error=self.swept_error_message)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await job.refresh(abort)
-            if job.retryable:
-                await self.retry(job, error=self.swept_error_message)
-            else:
-                await self.finish(job, Status.ABORTED, error=self.swept_error_message)
-        return sorted(confirmed)
-
-    async def _sweep_suspects(self, lock: int) -> list[str]:
-        # The sweep lock: one sweep per queue per `lock` seconds across all workers.
-        if lock and not await self.redis.set(self._sweep, 1, ex=lock, nx=True):
-            return []
-        active: list[bytes] = await self.redis.lrange(self._active, 0, -1)  # type: ignore[misc]
-        ids = [i.decode() for i in active]
-        records = await self.redis.mget(ids) if ids else []
-        suspects = []
-        for job_id, raw in zip(ids, records, strict=True):
-            job = self.deserialize(raw)
-            if job is None or job.status != Status.ACTIVE or job.stuck:
-                suspects.append(job_id)
-        return suspects
-
-    async def _retry(self, job: Job, error: str | None) -> None:  # saq 0.26.4
-        delay_s = retry_delay_s(job)
-        job.meta["retry_at_ms"] = now() + int(delay_s * 1000) if delay_s else None
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.lrem(self._active, 1, job.id)
-            pipe.lrem(self._queued, 1, job.id)
-            if delay_s:
-                pipe.zadd(self._incomplete, {job.id: now() / 1000 + delay_s})
-            else:
-                pipe.zadd(self._incomplete, {job.id: job.scheduled})
-                pipe.rpush(self._queued, job.id)
-            pipe.set(job.id, self.serialize(job))
-            pipe.rpush(self.history_key(job.key), event(
-                "retry_scheduled", attempt=job.attempts, worker=job.worker_id,
-                error=error_summary(error),
-                traceback=traceback_tail(error), delay_s=delay_s))
-            pipe.publish(job.id, job.status)
-            await pipe.execute()
+    async def _retry(self, job: Job, error: str | None) -> None:
+        self._bypass("retry")
 
     async def _finish(self, job: Job, status: Status, *, result: Any = None,
-                      error: str | None = None) -> None:  # saq 0.26.4
-        history = self.history_key(job.key)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.lrem(self._active, 1, job.id)
-            pipe.zrem(self._incomplete, job.id)
-            pipe.rpush(history, event(
-                _FINISH_EVENTS.get(status, status.value), attempt=job.attempts,
-                worker=job.worker_id, error=error_summary(error),
-                traceback=traceback_tail(error)))
-            if job.ttl > 0:
-                pipe.setex(job.id, job.ttl, self.serialize(job))
-                pipe.expire(history, job.ttl)
-            elif job.ttl == 0:
-                pipe.set(job.id, self.serialize(job))
-            else:
-                pipe.delete(job.id, history)
-            pipe.publish(job.id, job.status)
-            await pipe.execute()
+                      error: str | None = None) -> None:
+        self._bypass("finish")
+
+    async def abort(self, job: Job, error: str, ttl: float = 5) -> None:
+        self._bypass("abort")
 
 
-def retry_delay_s(job: Job) -> float:
-    """base * 2**(n-1) for the n-th retry, capped; no jitter."""
-    base: float = float(job.retry_delay)
-    if base <= 0:
-        return 0.0
-    cap = float(job.retry_backoff) if not isinstance(job.retry_backoff, bool) else float("inf")
-    return float(min(cap, base * 2 ** max(job.attempts - 1, 0)))
+def failure_events(job: Job, error: str | None, *, dead: bool) -> list[bytes]:
+    """History for a failed attempt: `failed` (+ `dead_lettered` when it was the last)."""
+    events = [event("failed", attempt=job.attempts, worker=job.worker_id,
+                    plugin=job.meta.get("plugin"), version=job.meta.get("version"),
+                    error=error_summary(error), traceback=traceback_tail(error))]
+    if dead:
+        events.append(event("dead_lettered", attempt=job.attempts,
+                            message=f"after {job.attempts} attempt(s)"))
+    return events
+
+
+def queue_names_of(raw: Iterable[bytes]) -> list[str]:
+    return sorted(name.decode() for name in raw)

@@ -1,4 +1,9 @@
-"""TaskmasterWorker: SAQ's Worker running the functions the registry resolves."""
+"""TaskmasterWorker: SAQ's Worker running claimed jobs with the versions the registry loaded.
+
+SAQ's Worker keeps its lifecycle (start/stop, concurrency tasks, upkeep loops, thread
+pool, worker info); `process()` is ours: jobs come leased from the process's Dispatcher,
+every write is fenced by the lease token, and the outcome follows our retry policy.
+"""
 
 from __future__ import annotations
 
@@ -8,24 +13,33 @@ import logging
 import os
 import signal
 import socket
+import threading
+import traceback
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol, cast
 
 import msgspec
-from saq.job import Job
+from saq.job import Job, Status
+from saq.types import PartialTimersDict
+from saq.utils import now
 from saq.worker import Worker
 
 from taskmaster.context import Context
+from taskmaster.engine.dispatch import Dispatcher
+from taskmaster.engine.history import error_summary, event, traceback_tail
 from taskmaster.engine.jobs import public_id
-from taskmaster.engine.queue import TaskmasterQueue
+from taskmaster.engine.lease import LeaseKeeper
+from taskmaster.engine.queue import Claimed, TaskmasterQueue, failure_events
+from taskmaster.engine.retry import retry_delay_s
 from taskmaster.errors import InvalidPayloadError, NonRetryableError, UnknownFunctionError
 from taskmaster.function import Function
 
 logger = logging.getLogger(__name__)
 
-DEQUEUE_TIMEOUT_S = 1.0
-"""How long an idle slot blocks in BLMOVE; bounds how long a graceful stop waits for it."""
+CANCEL_CHECK_S = 0.2
+WORKER_INFO_S = 10
 
 
 class Runnable(Protocol):
@@ -44,119 +58,69 @@ Resolver = Callable[[str], Runnable]
 ResourcesOf = Callable[[str], dict[str, Any]]
 
 
-class _Handlers(dict[str, Any]):
-    """SAQ looks handlers up by job type; every type resolves to the one adapter."""
+class _Outcome(Exception):
+    """Why an attempt stopped early (internal control flow)."""
 
-    def __init__(self, adapter: Callable[..., Any]) -> None:
-        super().__init__()
-        self._adapter = adapter
 
-    def __missing__(self, name: str) -> Callable[..., Any]:
-        return self._adapter
+class _Stale(_Outcome):
+    """The lease went to another worker: this attempt must not record anything."""
+
+
+@dataclass
+class _Attempt:
+    claimed: Claimed
+    task: asyncio.Task[Any] | None = None
+    cancel_requested: bool = False
+    lease_lost: bool = False
+    cancelled_flag: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def job(self) -> Job:
+        return self.claimed.job
 
 
 class TaskmasterWorker(Worker[Any]):
-    """Runs the jobs of one queue with the versions the registry has loaded."""
+    """Runs the jobs of one queue; all queues of a process share a Dispatcher and leases."""
 
     # saq 0.26.4: Worker.start() installs loop signal handlers; one process serves
     # several queues, so the worker process owns signals and stops every worker itself.
     SIGNALS: list[signal.Signals] = []  # noqa: RUF012 - overrides SAQ's class attribute
 
     def __init__(self, queue: TaskmasterQueue, resolve: Resolver, resources_of: ResourcesOf,
-                 *, worker_id: str, concurrency: int, shutdown_grace_s: float,
+                 *, dispatcher: Dispatcher, leases: LeaseKeeper, worker_id: str,
+                 concurrency: int, shutdown_grace_s: float, lease_s: float,
                  metadata: dict[str, Any] | None = None) -> None:
         super().__init__(
             queue, functions=[], id=worker_id, concurrency=concurrency,
-            dequeue_timeout=DEQUEUE_TIMEOUT_S,
             shutdown_grace_period_s=shutdown_grace_s,  # type: ignore[arg-type]
             metadata=metadata,
+            # saq 0.26.4 upkeep: "sweep" recovers expired leases and applies retention,
+            # "abort" looks for cancel requests; "schedule" has nothing to do.
+            # SAQ types timers as int; its loops take floats.
+            timers=cast(PartialTimersDict, {
+                "schedule": 3600, "worker_info": WORKER_INFO_S,
+                "sweep": max(lease_s / 2, 0.1), "abort": CANCEL_CHECK_S}),
         )
-        self.functions = _Handlers(self._run)
+        self.tm_queue = queue
         self.resolve = resolve
         self.resources_of = resources_of
-        self.queue_name = queue.name
-        self._running: dict[str, Runnable | None] = {}
+        self.dispatcher = dispatcher
+        self.leases = leases
+        self._attempts: dict[str, _Attempt] = {}
         self._stop_requested = False
-        queue.on_attempt = self._record_attempt
+        dispatcher.add(queue)
 
-    def _record_attempt(self, job: Job) -> None:
-        """Stamp the plugin and version about to run this attempt onto the job."""
-        try:
-            runnable: Runnable | None = self.resolve(job.function)
-        except UnknownFunctionError:
-            runnable = None
-        self._running[job.key] = runnable
-        plugin = runnable.plugin if runnable else None
-        version = runnable.version if runnable else None
-        job.meta["plugin"] = plugin
-        job.meta["version"] = version
-        job.meta.setdefault("attempts_log", []).append(
-            {"attempt": job.attempts, "plugin": plugin, "version": version, "worker": self.id})
-
-    async def _run(self, ctx: dict[str, Any], *, payload: Any) -> Any:
-        job: Job = ctx["job"]
-        runnable = self._running.pop(job.key, None)
-        pending: list[asyncio.Future[None]] = []
-        try:
-            if runnable is None:
-                raise UnknownFunctionError(job.function, [])
-            function = runnable.function
-            data = function.parse_input(payload)
-            context = Context(
-                job_id=public_id(self.queue_name, job.key), function=job.function,
-                attempt=job.attempts, max_attempts=job.retries, plugin=runnable.plugin,
-                version=runnable.version, logger=logging.getLogger(f"taskmaster.fn.{job.function}"),
-                resources=self.resources_of(runnable.plugin),
-                _report=self._reporter(job, pending),
-            )
-            if function.is_async:
-                result = await function.handler(context, data)
-            else:
-                call = contextvars.copy_context().run
-                result = await asyncio.get_running_loop().run_in_executor(
-                    self.pool, call, function.handler, context, data)
-            return msgspec.to_builtins(result)
-        except (NonRetryableError, UnknownFunctionError, InvalidPayloadError):
-            job.meta["non_retryable"] = True
-            raise
-        finally:
-            # A progress write landing after the finish would overwrite the final record.
-            if pending:
-                await asyncio.gather(*pending, return_exceptions=True)
-
-    def _reporter(self, job: Job, pending: list[asyncio.Future[None]]
-                  ) -> Callable[[float | None, str | None], None]:
-        loop = asyncio.get_running_loop()
-
-        def report(fraction: float | None, message: str | None) -> None:
-            changes: dict[str, Any] = {}
-            if fraction is not None:
-                changes["progress"] = fraction
-            if message is not None:
-                changes["meta"] = {**job.meta, "progress_message": message}
-            try:
-                in_loop = asyncio.get_running_loop() is loop
-            except RuntimeError:
-                in_loop = False
-            if in_loop:
-                pending.append(loop.create_task(job.update(**changes)))
-            else:
-                future: Future[None] = asyncio.run_coroutine_threadsafe(
-                    job.update(**changes), loop)
-                pending.append(asyncio.wrap_future(future, loop=loop))
-
-        return report
-
-    async def start(self) -> None:  # saq 0.26.4
+    # -- lifecycle (saq 0.26.4) --
+    async def start(self) -> None:
         # SAQ's start() replaces the stop event, so a stop() that came first is lost.
         if self._stop_requested:
             return
         await super().start()
 
-    async def stop(self) -> None:  # saq 0.26.4
+    async def stop(self) -> None:
         self._stop_requested = True
         # SAQ waits for every task within the grace period, including upkeep loops that
-        # sleep up to a minute; stop those first so only running jobs use the grace.
+        # sleep for long; stop those first so only running jobs use the grace.
         self.event.set()
         upkeep = [t for t in self.tasks if t.get_name() != "process"]
         for task in upkeep:
@@ -164,6 +128,197 @@ class TaskmasterWorker(Worker[Any]):
             self.tasks.discard(task)
         await asyncio.gather(*upkeep, return_exceptions=True)
         await super().stop()
+
+    def lease_lost(self, key: str) -> None:
+        """The LeaseKeeper saw another worker take this job: stop our attempt quietly."""
+        attempt = self._attempts.get(key)
+        if attempt is not None and attempt.task is not None and not attempt.task.done():
+            logger.warning("lost the lease of job %s; stopping this attempt", key,
+                           extra={"job_id": key})
+            attempt.lease_lost = True
+            attempt.cancelled_flag.set()
+            attempt.task.cancel()
+
+    async def abort(self, abort_threshold: float) -> None:  # saq 0.26.4 upkeep
+        """Cancel running attempts whose job got a cancel request."""
+        if not self._attempts:
+            return
+        keys = list(self._attempts)
+        flags: list[bytes | None] = await self.tm_queue.redis.hmget(  # type: ignore[misc]
+            self.tm_queue.keys.cancel, keys)
+        for key, flag in zip(keys, flags, strict=True):
+            attempt = self._attempts.get(key)
+            if flag and attempt is not None and attempt.task is not None \
+                    and not attempt.task.done():
+                attempt.cancel_requested = True
+                attempt.cancelled_flag.set()
+                attempt.task.cancel()
+
+    # -- one job --
+    async def process(self) -> bool:  # saq 0.26.4: one call per job and slot
+        claimed = await self.dispatcher.next(self.tm_queue.name)
+        if claimed is None:
+            return False
+        job = claimed.job
+        runnable = self._begin(claimed)
+        started = event("started", attempt=job.attempts, worker=self.id,
+                        plugin=job.meta.get("plugin"), version=job.meta.get("version"))
+        if not await self.tm_queue.record(job, claimed.token, started):
+            logger.info("job %s was taken back before it started", job.key)
+            self.dispatcher.finished(claimed)
+            return True
+        attempt = _Attempt(claimed)
+        self._attempts[job.key] = attempt
+        self.leases.hold(self.tm_queue.name, job.key, claimed.token)
+        try:
+            await self._settle(attempt, runnable)
+        except Exception:
+            logger.exception("could not record the outcome of job %s", job.key,
+                             extra={"job_id": job.key})
+        finally:
+            self.leases.release(self.tm_queue.name, job.key)
+            self._attempts.pop(job.key, None)
+            self.dispatcher.finished(claimed)
+        return True
+
+    def _begin(self, claimed: Claimed) -> Runnable | None:
+        job = claimed.job
+        try:
+            runnable: Runnable | None = self.resolve(job.function)
+        except UnknownFunctionError:
+            runnable = None
+        job.status = Status.ACTIVE
+        job.attempts += 1
+        job.started = now()
+        job.touched = job.started
+        job.completed = 0
+        job.worker_id = self.id
+        job.error = None
+        job.meta["priority"] = claimed.level.value
+        job.meta["plugin"] = runnable.plugin if runnable else None
+        job.meta["version"] = runnable.version if runnable else None
+        job.meta.setdefault("attempts_log", []).append(
+            {"attempt": job.attempts, "plugin": job.meta["plugin"],
+             "version": job.meta["version"], "worker": self.id})
+        return runnable
+
+    async def _settle(self, attempt: _Attempt, runnable: Runnable | None) -> None:
+        job, token = attempt.job, attempt.claimed.token
+        queue = self.tm_queue
+        try:
+            result = await self._execute(attempt, runnable)
+        except _Stale:
+            return
+        except asyncio.CancelledError:
+            if attempt.lease_lost:
+                return
+            if attempt.cancel_requested:
+                job.status, job.error, job.completed = Status.ABORTED, "cancelled", now()
+                await queue.finish_attempt(job, token, event("cancelled", attempt=job.attempts))
+                return
+            # The worker is shutting down: give the attempt back without spending it.
+            job.attempts -= 1
+            job.status = Status.QUEUED
+            await queue.retry_attempt(job, token, attempt.claimed.level, 0, event(
+                "requeued", attempt=job.attempts + 1,
+                message="the worker shut down before the attempt finished"))
+            raise
+        except Exception as exc:
+            await self._failed(attempt, exc)
+            return
+        job.status, job.result, job.progress, job.completed = (
+            Status.COMPLETE, result, 1.0, now())
+        if not await queue.finish_attempt(job, token, event(
+                "completed", attempt=job.attempts, worker=self.id)):
+            logger.warning("discarded the result of job %s: its lease went to another worker",
+                           job.key, extra={"job_id": job.key})
+
+    async def _execute(self, attempt: _Attempt, runnable: Runnable | None) -> Any:
+        job = attempt.job
+        if runnable is None:
+            raise UnknownFunctionError(job.function, [])
+        function = runnable.function
+        data = function.parse_input((job.kwargs or {}).get("payload"))
+        pending: list[asyncio.Future[None]] = []
+        context = Context(
+            job_id=public_id(self.tm_queue.name, job.key), function=job.function,
+            attempt=job.attempts, max_attempts=job.retries, plugin=runnable.plugin,
+            version=runnable.version,
+            logger=logging.getLogger(f"taskmaster.fn.{job.function}"),
+            resources=self.resources_of(runnable.plugin),
+            _report=self._reporter(attempt, pending), _cancelled=attempt.cancelled_flag,
+        )
+        if function.is_async:
+            coroutine = function.handler(context, data)
+        else:
+            run = contextvars.copy_context().run
+            coroutine = asyncio.get_running_loop().run_in_executor(
+                self.pool, run, function.handler, context, data)
+        attempt.task = asyncio.ensure_future(coroutine)
+        try:
+            result = await asyncio.wait_for(asyncio.shield(attempt.task), job.timeout or None)
+        except TimeoutError:
+            attempt.task.cancel()
+            attempt.cancelled_flag.set()
+            raise TimeoutError(f"attempt exceeded timeoutSeconds={job.timeout}") from None
+        except asyncio.CancelledError:
+            if not attempt.task.done():  # the worker itself is being stopped
+                attempt.task.cancel()
+                attempt.cancelled_flag.set()
+            raise
+        finally:
+            # A progress write landing after the outcome would overwrite the final record.
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+        return msgspec.to_builtins(result)
+
+    async def _failed(self, attempt: _Attempt, exc: Exception) -> None:
+        job, token, queue = attempt.job, attempt.claimed.token, self.tm_queue
+        error = "".join(traceback.format_exception(exc))
+        final = isinstance(exc, NonRetryableError | UnknownFunctionError | InvalidPayloadError)
+        failed_attempts = job.attempts - attempt.claimed.stalls
+        if not final and failed_attempts < job.retries:
+            delay_s = retry_delay_s(job, failed_attempts)
+            job.status, job.error = Status.QUEUED, error
+            await queue.retry_attempt(job, token, attempt.claimed.level, int(delay_s * 1000),
+                                      event("retry_scheduled", attempt=job.attempts,
+                                            worker=self.id, error=error_summary(error),
+                                            traceback=traceback_tail(error), delay_s=delay_s))
+            return
+        job.status, job.error, job.completed = Status.FAILED, error, now()
+        if not await queue.finish_attempt(job, token, *failure_events(job, error, dead=True)):
+            logger.warning("discarded the failure of job %s: its lease went to another worker",
+                           job.key, extra={"job_id": job.key})
+
+    def _reporter(self, attempt: _Attempt, pending: list[asyncio.Future[None]]
+                  ) -> Callable[[float | None, str | None], None]:
+        loop = asyncio.get_running_loop()
+        job, token, queue = attempt.job, attempt.claimed.token, self.tm_queue
+
+        async def write(fraction: float | None, message: str | None) -> None:
+            if fraction is not None:
+                job.progress = fraction
+            job.touched = now()
+            progress_event = None
+            if message is not None:
+                job.meta["progress_message"] = message
+                progress_event = event("progress", attempt=job.attempts, progress=job.progress,
+                                       message=message)
+            await queue.record(job, token, progress_event)
+
+        def report(fraction: float | None, message: str | None) -> None:
+            try:
+                in_loop = asyncio.get_running_loop() is loop
+            except RuntimeError:
+                in_loop = False
+            if in_loop:
+                pending.append(loop.create_task(write(fraction, message)))
+            else:
+                future: Future[None] = asyncio.run_coroutine_threadsafe(
+                    write(fraction, message), loop)
+                pending.append(asyncio.wrap_future(future, loop=loop))
+
+        return report
 
 
 def worker_metadata(versions: dict[str, str]) -> dict[str, Any]:

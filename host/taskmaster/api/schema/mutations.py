@@ -5,25 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import strawberry
-from strawberry.scalars import JSON
 
+from taskmaster.api.schema.inputs import DeadLetterFilter, SubmitJobInput
 from taskmaster.api.schema.types import Job, Priority
 from taskmaster.api.services import services
-from taskmaster.engine.jobs import SubmitOptions
+from taskmaster.engine.deadletters import purge_dead_letters, replay_dead_letters
+from taskmaster.errors import InvalidArgumentError
 
 Info = strawberry.Info[dict[str, Any], None]
-
-
-@strawberry.input(description="What to run, with what, and how.")
-class SubmitJobInput:
-    function: str
-    payload: JSON | None = None
-    priority: Priority | None = None  # type: ignore[valid-type]
-    queue: str | None = strawberry.field(default=None,
-                                         description="Overrides the function's queue.")
-    delay_seconds: float | None = None
-    max_attempts: int | None = None
-    timeout_seconds: float | None = None
 
 
 @strawberry.type
@@ -33,9 +22,42 @@ class Mutation:
     async def submit_job(self, info: Info, input: SubmitJobInput) -> Job:
         svc = services(info)
         entry = svc.catalog.get(input.function)
-        options = SubmitOptions(priority=input.priority, queue=input.queue,
-                                delay_s=input.delay_seconds, max_attempts=input.max_attempts,
-                                timeout_s=input.timeout_seconds)
         view = await svc.jobs.submit(entry.function, entry.plugin, entry.version,
-                                     input.payload, options)
+                                     input.payload, input.options())
         return Job.of(view)
+
+    @strawberry.mutation(description="Cancel a queued or scheduled job at once; a running"
+                         " one is asked to stop and ends CANCELLED. Never retried.")
+    async def cancel_job(self, info: Info, id: strawberry.ID) -> Job:
+        return Job.of(await services(info).jobs.cancel(str(id)))
+
+    @strawberry.mutation(description="Run a FAILED or CANCELLED job again with a fresh"
+                         " attempt budget; its history is kept.")
+    async def retry_job(self, info: Info, id: strawberry.ID) -> Job:
+        return Job.of(await services(info).jobs.retry(str(id)))
+
+    @strawberry.mutation(description="Move a queued or scheduled job to another priority.")
+    async def set_job_priority(self, info: Info, id: strawberry.ID,
+                               priority: Priority) -> Job:  # type: ignore[valid-type]
+        return Job.of(await services(info).jobs.set_priority(str(id), priority))
+
+    @strawberry.mutation(description="Put dead letters back as fresh attempts (by ids or by"
+                         " filter); returns how many were replayed.")
+    async def replay_dead_letters(self, info: Info, ids: list[strawberry.ID] | None = None,
+                                  filter: DeadLetterFilter | None = None) -> int:
+        _one_of(ids, filter)
+        return await replay_dead_letters(services(info).jobs, [str(i) for i in ids or []],
+                                         filter.engine() if filter else None)
+
+    @strawberry.mutation(description="Delete dead letters with their history (by ids or by"
+                         " filter); returns how many were removed.")
+    async def purge_dead_letters(self, info: Info, ids: list[strawberry.ID] | None = None,
+                                 filter: DeadLetterFilter | None = None) -> int:
+        _one_of(ids, filter)
+        return await purge_dead_letters(services(info).jobs, [str(i) for i in ids or []],
+                                        filter.engine() if filter else None)
+
+
+def _one_of(ids: list[strawberry.ID] | None, flt: DeadLetterFilter | None) -> None:
+    if (ids is None) == (flt is None):
+        raise InvalidArgumentError("ids", "give either ids or filter (filter: {} means all)")

@@ -6,8 +6,11 @@ from typing import Any
 
 import strawberry
 
-from taskmaster.api.schema.types import FunctionInfo, Job, PluginInfo
+from taskmaster.api.schema.inputs import JobFilter
+from taskmaster.api.schema.types import FunctionInfo, Job, JobConnection, PluginInfo, QueueInfo
 from taskmaster.api.services import services
+from taskmaster.engine.listing import JobFilter as EngineFilter
+from taskmaster.engine.listing import dead_letters, list_jobs, queue_stats
 
 Info = strawberry.Info[dict[str, Any], None]
 
@@ -17,6 +20,26 @@ class Query:
     @strawberry.field(description="One job by id; a NOT_FOUND error if there is none.")
     async def job(self, info: Info, id: strawberry.ID) -> Job | None:
         return Job.of(await services(info).jobs.get(str(id)))
+
+    @strawberry.field(description="Retained jobs, newest first, at most 500 per page.")
+    async def jobs(self, info: Info, filter: JobFilter | None = None, first: int = 50,
+                   after: str | None = None) -> JobConnection:
+        engine_filter = filter.engine() if filter else EngineFilter()
+        return JobConnection.of(await list_jobs(services(info).jobs, engine_filter, first, after))
+
+    @strawberry.field(description="Dead-lettered jobs (FAILED after their last attempt),"
+                      " newest first.")
+    async def dead_letters(self, info: Info, queue: str | None = None,
+                           function: str | None = None, error_contains: str | None = None,
+                           first: int = 50, after: str | None = None) -> JobConnection:
+        engine_filter = EngineFilter(queue=queue, function=function,
+                                     error_contains=error_contains)
+        return JobConnection.of(await dead_letters(services(info).jobs, engine_filter, first,
+                                                   after))
+
+    @strawberry.field(description="Every queue with its depths.")
+    async def queues(self, info: Info) -> list[QueueInfo]:
+        return [QueueInfo.of(stats) for stats in await queue_stats(services(info).jobs)]
 
     @strawberry.field(description="Every job type this host can run.")
     def functions(self, info: Info) -> list[FunctionInfo]:

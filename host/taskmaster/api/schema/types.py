@@ -9,6 +9,7 @@ from strawberry.scalars import JSON
 
 from taskmaster.engine import jobs as engine_jobs
 from taskmaster.engine.history import JobEvent as EngineEvent
+from taskmaster.engine.listing import Page, QueueStats
 from taskmaster.function import Priority as FunctionPriority
 from taskmaster.registry import CatalogEntry, LoadedPlugin
 
@@ -59,10 +60,14 @@ class Job:
         description="Distribution that ran the latest attempt.")
     version: str | None = strawberry.field(
         description="Version of that distribution; each attempt's is in `history`.")
+    idempotency_key: str | None
     enqueued_at: datetime | None
+    scheduled_for: datetime | None = strawberry.field(
+        description="When a SCHEDULED job (delayed, or waiting to retry) becomes due.")
     started_at: datetime | None
     completed_at: datetime | None
-    history: list[JobEvent]
+    history: list[JobEvent] = strawberry.field(
+        description="Every transition, oldest first; each attempt records its version.")
 
     @classmethod
     def of(cls, job: engine_jobs.JobView) -> Job:
@@ -71,7 +76,8 @@ class Job:
             priority=job.priority, status=job.status, payload=job.payload, result=job.result,
             error=job.error, attempts=job.attempts, max_attempts=job.max_attempts,
             progress=job.progress, plugin=job.plugin, version=job.version,
-            enqueued_at=_time(job.enqueued_at_ms), started_at=_time(job.started_at_ms),
+            idempotency_key=job.idempotency_key, enqueued_at=_time(job.enqueued_at_ms),
+            scheduled_for=_time(job.scheduled_for_ms), started_at=_time(job.started_at_ms),
             completed_at=_time(job.completed_at_ms),
             history=[JobEvent.of(e) for e in job.history],
         )
@@ -109,3 +115,55 @@ class PluginInfo:
     def of(cls, plugin: LoadedPlugin) -> PluginInfo:
         return cls(name=plugin.name, version=plugin.version,
                    functions=sorted(f.name for f in plugin.functions), load_error=plugin.error)
+
+
+@strawberry.type
+class PageInfo:
+    has_next_page: bool
+    end_cursor: str | None
+
+
+@strawberry.type
+class JobEdge:
+    cursor: str
+    node: Job
+
+
+@strawberry.type(description="A page of jobs, newest first.")
+class JobConnection:
+    edges: list[JobEdge]
+    page_info: PageInfo
+
+    @classmethod
+    def of(cls, page: Page) -> JobConnection:
+        return cls(edges=[JobEdge(cursor=cursor, node=Job.of(job)) for cursor, job in page.jobs],
+                   page_info=PageInfo(has_next_page=page.has_next_page,
+                                      end_cursor=page.end_cursor))
+
+
+@strawberry.type(description="Jobs waiting per priority level.")
+class PriorityCounts:
+    critical: int
+    high: int
+    normal: int
+    low: int
+
+
+@strawberry.type(description="Depths of one queue.")
+class QueueInfo:
+    name: str
+    queued: int = strawberry.field(description="Waiting to run now, all levels.")
+    queued_by_priority: PriorityCounts
+    active: int
+    scheduled: int = strawberry.field(description="Delayed or waiting to retry.")
+    dead_lettered: int
+    retained_finished: int = strawberry.field(
+        description="Completed and cancelled jobs kept for their retention period.")
+
+    @classmethod
+    def of(cls, stats: QueueStats) -> QueueInfo:
+        by = {level.value.lower(): count for level, count in stats.queued.items()}
+        return cls(name=stats.name, queued=sum(stats.queued.values()),
+                   queued_by_priority=PriorityCounts(**by), active=stats.active,
+                   scheduled=stats.scheduled, dead_lettered=stats.dead_lettered,
+                   retained_finished=stats.retained_finished)

@@ -1,0 +1,76 @@
+"""GraphQL input types and their translation to engine arguments."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import strawberry
+from strawberry.scalars import JSON
+
+from taskmaster.api.schema.types import JobStatus, Priority
+from taskmaster.engine.jobs import SubmitOptions
+from taskmaster.engine.listing import JobFilter as EngineFilter
+from taskmaster.errors import InvalidArgumentError
+
+
+@strawberry.input(description="What to run, with what, and how.")
+class SubmitJobInput:
+    function: str
+    payload: JSON | None = None
+    priority: Priority | None = None  # type: ignore[valid-type]
+    queue: str | None = strawberry.field(default=None,
+                                         description="Overrides the function's queue.")
+    delay_seconds: float | None = strawberry.field(
+        default=None, description="Start no sooner than this many seconds from now.")
+    run_at: datetime | None = strawberry.field(
+        default=None, description="Start no sooner than this time (with a time zone).")
+    max_attempts: int | None = strawberry.field(
+        default=None, description="Attempts in total, the first included (function default).")
+    timeout_seconds: float | None = None
+    retry_base_seconds: float | None = strawberry.field(
+        default=None, description="The n-th retry waits base * 2^(n-1) seconds...")
+    retry_max_seconds: float | None = strawberry.field(
+        default=None, description="...capped at this.")
+    retry_jitter: bool | None = strawberry.field(
+        default=None, description="Spread each retry delay within [d/2, d].")
+    idempotency_key: str | None = strawberry.field(
+        default=None, description="Submitting the same key again (in the same queue) returns"
+        " the existing job and enqueues nothing.")
+
+    def options(self) -> SubmitOptions:
+        run_at_ms = None
+        if self.run_at is not None:
+            if self.run_at.tzinfo is None:
+                raise InvalidArgumentError("runAt", "needs a time zone, e.g. 2030-01-01T00:00Z")
+            run_at_ms = int(self.run_at.timestamp() * 1000)
+        return SubmitOptions(
+            priority=self.priority, queue=self.queue, delay_s=self.delay_seconds,
+            run_at_ms=run_at_ms, max_attempts=self.max_attempts,
+            timeout_s=self.timeout_seconds, retry_base_s=self.retry_base_seconds,
+            retry_max_s=self.retry_max_seconds, retry_jitter=self.retry_jitter,
+            idempotency_key=self.idempotency_key)
+
+
+@strawberry.input(description="Every given field must match.")
+class JobFilter:
+    status: JobStatus | None = None  # type: ignore[valid-type]
+    queue: str | None = None
+    function: str | None = None
+    version: str | None = None
+    priority: Priority | None = None  # type: ignore[valid-type]
+
+    def engine(self) -> EngineFilter:
+        return EngineFilter(status=self.status, queue=self.queue, function=self.function,
+                            version=self.version, priority=self.priority)
+
+
+@strawberry.input(description="Every given field must match.")
+class DeadLetterFilter:
+    queue: str | None = None
+    function: str | None = None
+    error_contains: str | None = strawberry.field(
+        default=None, description="A case-insensitive part of the last error.")
+
+    def engine(self) -> EngineFilter:
+        return EngineFilter(queue=self.queue, function=self.function,
+                            error_contains=self.error_contains)

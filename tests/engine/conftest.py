@@ -1,0 +1,100 @@
+"""An in-process worker (dispatcher, lease keeper, one SAQ worker per queue) on real Valkey."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from taskmaster import Function
+from taskmaster.engine.dispatch import Dispatcher
+from taskmaster.engine.jobs import JobClient, JobStatus, JobView, Retention, SubmitOptions
+from taskmaster.engine.lease import LeaseKeeper
+from taskmaster.engine.queue import TaskmasterQueue
+from taskmaster.engine.worker import TaskmasterWorker
+from taskmaster.errors import UnknownFunctionError
+from taskmaster.registry import CatalogEntry
+from tests.fixtures.waiting import eventually
+
+PLUGIN, VERSION = "taskmaster-fn-test", "1.2.3"
+
+
+@asynccontextmanager
+async def running_worker(redis_url: str, functions: Sequence[Function], *,
+                         queues: dict[str, int] | None = None, lease_s: float = 5.0,
+                         worker_id: str = "w-test", keep_completed_count: int = 0,
+                         grace_s: float = 5.0) -> AsyncIterator[list[TaskmasterWorker]]:
+    entries = {f.name: CatalogEntry(f, PLUGIN, VERSION) for f in functions}
+
+    def resolve(name: str) -> CatalogEntry:
+        if name not in entries:
+            raise UnknownFunctionError(name, list(entries))
+        return entries[name]
+
+    redis = Redis.from_url(redis_url)
+    dispatcher = Dispatcher(redis, worker_id=worker_id, lease_s=lease_s)
+    workers: list[TaskmasterWorker] = []
+
+    def lost(queue: str, key: str) -> None:
+        for worker in workers:
+            if worker.tm_queue.name == queue:
+                worker.lease_lost(key)
+
+    leases = LeaseKeeper(redis_url, lease_s, lost)
+    for name, concurrency in (queues or {"default": 4}).items():
+        queue = TaskmasterQueue(redis, name, keep_completed_count=keep_completed_count)
+        workers.append(TaskmasterWorker(
+            queue, resolve, lambda _: {}, dispatcher=dispatcher, leases=leases,
+            worker_id=worker_id, concurrency=concurrency, shutdown_grace_s=grace_s,
+            lease_s=lease_s))
+    leases.start()
+    fetching = asyncio.create_task(dispatcher.run())
+    runs = [asyncio.create_task(w.start()) for w in workers]
+    try:
+        yield workers
+    finally:
+        dispatcher.close()
+        await asyncio.gather(*(w.stop() for w in workers))
+        await asyncio.gather(*runs, return_exceptions=True)
+        fetching.cancel()
+        await asyncio.gather(fetching, return_exceptions=True)
+        leases.stop()
+        for w in workers:
+            await w.tm_queue._pubsub.close()
+        await redis.aclose()
+
+
+@pytest.fixture
+async def jobs(redis: Redis) -> AsyncIterator[JobClient]:
+    client = JobClient(redis, retention=Retention(keep_completed_s=3600))
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+async def finished(jobs: JobClient, job_id: str, timeout_s: float = 15) -> JobView:
+    async def done() -> JobView | None:
+        view = await jobs.get(job_id)
+        terminal = (JobStatus.COMPLETE, JobStatus.FAILED, JobStatus.CANCELLED)
+        return view if view.status in terminal else None
+
+    return await eventually(done, timeout_s=timeout_s, message=f"{job_id} finished")
+
+
+async def in_status(jobs: JobClient, job_id: str, status: JobStatus,
+                    timeout_s: float = 10) -> JobView:
+    async def reached() -> JobView | None:
+        view = await jobs.get(job_id)
+        return view if view.status == status else None
+
+    return await eventually(reached, timeout_s=timeout_s, message=f"{job_id} {status}")
+
+
+async def submit(jobs: JobClient, function: Function, payload: Any = None,
+                 **options: Any) -> JobView:
+    return await jobs.submit(function, PLUGIN, VERSION, payload, SubmitOptions(**options))
