@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 import time
 from dataclasses import dataclass
@@ -63,7 +64,7 @@ async def test_retries_wait_1_2_4_8_seconds_then_the_job_is_dead_lettered(
     assert done.status == JobStatus.FAILED
     assert done.attempts == 5 and done.max_attempts == 5
     assert done.error == "RuntimeError: nope 5"
-    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
     for gap, expected in zip(gaps, [1, 2, 4, 8], strict=True):
         assert expected - 0.01 <= gap <= expected + 0.3, gaps
     types = [e.type for e in done.history]
