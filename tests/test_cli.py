@@ -89,3 +89,42 @@ def test_worker_without_store_url_explains_itself() -> None:
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert "TASKMASTER_REDIS_URL" in done.stderr
+
+
+def test_cancel_retry_priority_jobs_and_queues(server: Server, server_redis: Redis) -> None:
+    url = ("--url", server.graphql_url)
+    submitted = taskmaster("submit", "demo.echo", "--payload", '{"message": "later"}',
+                           "--delay", "3600", "--idempotency-key", "cli-1", *url)
+    job_id = json.loads(submitted.stdout)["id"]
+    moved = taskmaster("priority", job_id, "critical", *url)
+    assert moved.returncode == 0 and json.loads(moved.stdout)["priority"] == "CRITICAL"
+    listed = taskmaster("jobs", "--status", "scheduled", *url)
+    assert job_id in listed.stdout and "CRITICAL" in listed.stdout
+    queues = taskmaster("queues", *url)
+    assert "default" in queues.stdout and "CRITICAL/HIGH/NORMAL/LOW" in queues.stdout
+    cancelled = taskmaster("cancel", job_id, *url)
+    assert json.loads(cancelled.stdout)["status"] == "CANCELLED"
+    twice = taskmaster("cancel", job_id, *url)
+    assert twice.returncode == 5 and "already CANCELLED" in twice.stderr
+    retried = taskmaster("retry", job_id, *url)
+    assert retried.returncode == 0
+
+
+def test_dlq_list_show_replay_and_purge(server: Server, server_redis: Redis) -> None:
+    url = ("--url", server.graphql_url)
+    ids = [json.loads(taskmaster("submit", "demo.fail", "--payload",
+                                 json.dumps({"message": f"fault {i}", "retryable": False}),
+                                 "--wait", *url).stdout)["id"] for i in range(2)]
+    listed = taskmaster("dlq", "list", "--function", "demo.fail", *url)
+    assert listed.returncode == 0
+    assert all(job_id in listed.stdout for job_id in ids)
+    assert "NonRetryableError: fault 1" in listed.stdout
+    shown = json.loads(taskmaster("dlq", "show", ids[0], *url).stdout)
+    assert shown["status"] == "FAILED" and shown["history"][-1]["type"] == "dead_lettered"
+    nothing = taskmaster("dlq", "replay", *url)
+    assert nothing.returncode == 2 and "--all" in nothing.stderr
+    replayed = taskmaster("dlq", "replay", ids[0], *url)
+    assert replayed.stdout.strip() == "replayed 1 dead letter(s)"
+    purged = taskmaster("dlq", "purge", "--all", "--error", "fault 1", *url)
+    assert purged.stdout.strip() == "purged 1 dead letter(s)"
+    assert taskmaster("job", ids[1], *url).returncode == 4

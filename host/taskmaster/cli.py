@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import sys
@@ -28,8 +29,10 @@ EXIT_CODES = {
     "STORE_UNAVAILABLE": 3,
     "SERVER_UNAVAILABLE": 3,
     "NOT_FOUND": 4,
+    "CONFLICT": 5,
 }
 """Error code → process exit status; anything else exits with 1."""
+PRIORITIES = ["CRITICAL", "HIGH", "NORMAL", "LOW"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -118,7 +121,8 @@ def _submit(args: argparse.Namespace) -> int:
         return EXIT_CODES["INVALID_PAYLOAD"]
     job_input: dict[str, Any] = {"function": args.function, "payload": payload}
     for key, value in (("priority", args.priority), ("queue", args.queue),
-                       ("delaySeconds", args.delay), ("maxAttempts", args.max_attempts)):
+                       ("delaySeconds", args.delay), ("maxAttempts", args.max_attempts),
+                       ("runAt", args.run_at), ("idempotencyKey", args.idempotency_key)):
         if value is not None:
             job_input[key] = value
     client = TaskmasterClient(_server_url(args))
@@ -139,14 +143,74 @@ def _submit(args: argparse.Namespace) -> int:
 
 
 def _job(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        print(json.dumps(client.job(args.id), indent=2))
+    return 0
+
+
+def _job_action(mutation: str, **arguments: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        extra = {k: getattr(args, v) for k, v in arguments.items()}
+        with _client(args) as client:
+            print(json.dumps(client.act(mutation, args.id, **extra), indent=2))
+        return 0
+
+    return run
+
+
+def _jobs(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        rows = client.jobs(first=args.limit, status=args.status, queue=args.queue,
+                           function=args.function)
+    _print_table(("ID", "FUNCTION", "STATUS", "PRIORITY", "ATTEMPTS", "ERROR"), [
+        (j["id"], j["function"], j["status"], j["priority"],
+         f"{j['attempts']}/{j['maxAttempts']}", j["error"] or "") for j in rows])
+    return 0
+
+
+def _queues(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        rows = client.queues()
+    _print_table(("QUEUE", "QUEUED", "CRITICAL/HIGH/NORMAL/LOW", "ACTIVE", "SCHEDULED",
+                  "DEAD", "FINISHED"), [
+        (q["name"], str(q["queued"]), "/".join(str(q["queuedByPriority"][level]) for level in
+                                               ("critical", "high", "normal", "low")),
+         str(q["active"]), str(q["scheduled"]), str(q["deadLettered"]),
+         str(q["retainedFinished"])) for q in rows])
+    return 0
+
+
+def _dlq_list(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        rows = client.dead_letters(first=args.limit, queue=args.queue, function=args.function,
+                                   errorContains=args.error)
+    _print_table(("ID", "FUNCTION", "ATTEMPTS", "ERROR"), [
+        (j["id"], j["function"], str(j["attempts"]), j["error"] or "") for j in rows])
+    return 0
+
+
+def _dlq_action(mutation: str, verb: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        if bool(args.ids) == bool(args.all):
+            print(f"taskmaster: name the dead letters to {verb.rstrip('d')}, or pass --all"
+                  " (with --queue/--function/--error to narrow it)", file=sys.stderr)
+            return EXIT_CODES["INVALID_ARGUMENT"]
+        flt = None
+        if args.all:
+            flt = {k: v for k, v in (("queue", args.queue), ("function", args.function),
+                                     ("errorContains", args.error)) if v is not None}
+        with _client(args) as client:
+            count = client.dead_letter_action(mutation, args.ids or None, flt)
+        print(f"{verb} {count} dead letter(s)")
+        return 0
+
+    return run
+
+
+def _client(args: argparse.Namespace) -> contextlib.AbstractContextManager[Any]:
     from taskmaster.client import TaskmasterClient
 
-    client = TaskmasterClient(_server_url(args))
-    try:
-        print(json.dumps(client.job(args.id), indent=2))
-    finally:
-        client.close()
-    return 0
+    return contextlib.closing(TaskmasterClient(_server_url(args)))
 
 
 def _schema(args: argparse.Namespace) -> int:
@@ -207,8 +271,7 @@ def _parser() -> argparse.ArgumentParser:
     submit = command("submit", _submit, "submit a job through the API")
     submit.add_argument("function", help="job type, e.g. demo.echo")
     submit.add_argument("--payload", default="{}", help="JSON payload (default {})")
-    submit.add_argument("--priority", type=str.upper,
-                        choices=["CRITICAL", "HIGH", "NORMAL", "LOW"])
+    submit.add_argument("--priority", type=str.upper, choices=PRIORITIES)
     submit.add_argument("--queue", help="override the function's queue")
     submit.add_argument("--delay", type=float, metavar="SECONDS", help="start no sooner")
     submit.add_argument("--max-attempts", type=int, help="attempts in total")
@@ -217,9 +280,52 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument("--timeout", type=float, metavar="SECONDS", help="limit --wait")
     _add_url(submit)
 
+    submit.add_argument("--run-at", metavar="ISO-8601", help="start no sooner than this time")
+    submit.add_argument("--idempotency-key", help="submit at most once per key and queue")
+
     job = command("job", _job, "show a job with its history")
     job.add_argument("id")
     _add_url(job)
+
+    for name, mutation, text in (("cancel", "cancelJob", "cancel a job"),
+                                 ("retry", "retryJob", "run a FAILED or CANCELLED job again")):
+        action = command(name, _job_action(mutation), text)
+        action.add_argument("id")
+        _add_url(action)
+    priority = command("priority", _job_action("setJobPriority", priority="level"),
+                       "move a waiting job to another priority")
+    priority.add_argument("id")
+    priority.add_argument("level", type=str.upper, choices=PRIORITIES)
+    _add_url(priority)
+
+    jobs = command("jobs", _jobs, "list jobs, newest first")
+    jobs.add_argument("--status", type=str.upper, choices=[
+        "QUEUED", "SCHEDULED", "ACTIVE", "COMPLETE", "FAILED", "CANCELLED"])
+    jobs.add_argument("--queue")
+    jobs.add_argument("--function")
+    jobs.add_argument("--limit", type=int, default=50)
+    _add_url(jobs)
+
+    queues = command("queues", _queues, "queue depths")
+    _add_url(queues)
+
+    dlq = command("dlq", lambda a: 0, "the dead-letter queue: jobs whose last attempt failed")
+    dlq_commands = dlq.add_subparsers(required=True, metavar="ACTION")
+    listing = dlq_commands.add_parser("list", help="list dead letters, newest first")
+    _add_dlq_filters(listing)
+    listing.add_argument("--limit", type=int, default=50)
+    listing.set_defaults(command=_dlq_list)
+    show = dlq_commands.add_parser("show", help="one dead letter with every attempt")
+    show.add_argument("id")
+    _add_url(show)
+    show.set_defaults(command=_job)
+    for verb, mutation, past in (("replay", "replayDeadLetters", "replayed"),
+                                 ("purge", "purgeDeadLetters", "purged")):
+        action = dlq_commands.add_parser(verb, help=f"{verb} dead letters by id or with --all")
+        action.add_argument("ids", nargs="*", metavar="ID")
+        action.add_argument("--all", action="store_true", help="every (filtered) dead letter")
+        _add_dlq_filters(action)
+        action.set_defaults(command=_dlq_action(mutation, past))
 
     command("schema", _schema, "print the GraphQL schema (SDL)")
     return parser
@@ -228,6 +334,13 @@ def _parser() -> argparse.ArgumentParser:
 def _add_listen(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="interface to bind (127.0.0.1)")
     parser.add_argument("--port", type=int, help="port to listen on (8000)")
+
+
+def _add_dlq_filters(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--queue")
+    parser.add_argument("--function")
+    parser.add_argument("--error", metavar="TEXT", help="part of the last error")
+    _add_url(parser)
 
 
 def _add_url(parser: argparse.ArgumentParser) -> None:

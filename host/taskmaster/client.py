@@ -11,9 +11,10 @@ from taskmaster.errors import RemoteError, ServerUnavailableError
 
 JOB_FIELDS = """
   id function queue priority status payload result error attempts maxAttempts progress
-  plugin version enqueuedAt startedAt completedAt
+  plugin version idempotencyKey enqueuedAt scheduledFor startedAt completedAt
   history { type at attempt worker plugin version message error delaySeconds progress }
 """
+LIST_FIELDS = "id function queue priority status attempts maxAttempts error enqueuedAt"
 SUBMIT = f"""
 mutation Submit($input: SubmitJobInput!) {{ submitJob(input: $input) {{ {JOB_FIELDS} }} }}
 """
@@ -58,6 +59,43 @@ class TaskmasterClient:
     def job(self, job_id: str) -> dict[str, Any]:
         job: dict[str, Any] = self.execute(GET_JOB, {"id": job_id})["job"]
         return job
+
+    def act(self, mutation: str, job_id: str, **arguments: str) -> dict[str, Any]:
+        """cancelJob, retryJob or setJobPriority on one job."""
+        extra = "".join(f", {name}: {value}" for name, value in arguments.items())
+        job: dict[str, Any] = self.execute(
+            f"mutation($id: ID!) {{ {mutation}(id: $id{extra}) {{ {JOB_FIELDS} }} }}",
+            {"id": job_id})[mutation]
+        return job
+
+    def dead_letters(self, *, first: int, **filters: str | None) -> list[dict[str, Any]]:
+        query = f"""query($queue: String, $function: String, $errorContains: String,
+            $first: Int!) {{ deadLetters(queue: $queue, function: $function,
+            errorContains: $errorContains, first: $first) {{ edges {{ node {{ {LIST_FIELDS} }} }}
+            }} }}"""
+        data = self.execute(query, {"first": first, **filters})
+        return [edge["node"] for edge in data["deadLetters"]["edges"]]
+
+    def jobs(self, *, first: int, **filters: str | None) -> list[dict[str, Any]]:
+        query = f"""query($filter: JobFilter, $first: Int!) {{ jobs(filter: $filter,
+            first: $first) {{ edges {{ node {{ {LIST_FIELDS} }} }} }} }}"""
+        flt = {k: v for k, v in filters.items() if v is not None}
+        data = self.execute(query, {"filter": flt, "first": first})
+        return [edge["node"] for edge in data["jobs"]["edges"]]
+
+    def dead_letter_action(self, mutation: str, ids: list[str] | None,
+                           flt: dict[str, str] | None) -> int:
+        """replayDeadLetters or purgeDeadLetters; returns how many jobs it touched."""
+        query = f"""mutation($ids: [ID!], $filter: DeadLetterFilter) {{
+            {mutation}(ids: $ids, filter: $filter) }}"""
+        count: int = self.execute(query, {"ids": ids, "filter": flt})[mutation]
+        return count
+
+    def queues(self) -> list[dict[str, Any]]:
+        queues: list[dict[str, Any]] = self.execute(
+            "{ queues { name queued active scheduled deadLettered retainedFinished"
+            " queuedByPriority { critical high normal low } } }")["queues"]
+        return queues
 
     def wait(self, job_id: str, *, timeout_s: float | None = None) -> dict[str, Any]:
         """Poll until the job is terminal (or timeout_s passes) and return it."""

@@ -44,20 +44,31 @@ def test_served_introspection_matches_the_file(server: Server) -> None:
 
 def test_every_example_operation_runs_against_the_server(server: Server) -> None:
     documents = sorted(OPERATIONS.glob("*.graphql"))
-    assert len(documents) >= 4
+    assert len(documents) >= 12
     submitted = server.graphql((OPERATIONS / "submit-job.graphql").read_text(), json.loads(
         (OPERATIONS / "submit-job.variables.json").read_text()))["data"]["submitJob"]
-    for document in documents:
+    # Each `id` placeholder gets a job in the state the operation needs.
+    waiting = _submit(server, delaySeconds=3600)
+    cancelled = _submit(server, delaySeconds=3600)
+    server.graphql("mutation($id: ID!) { cancelJob(id: $id) { id } }", {"id": cancelled})
+    ids = {"cancel-job": waiting, "set-job-priority": waiting, "retry-job": cancelled}
+    for document in sorted(documents, key=lambda d: d.stem == "cancel-job"):
         variables_file = document.with_suffix(".variables.json")
         variables = json.loads(variables_file.read_text()) if variables_file.exists() else {}
         if "id" in variables:
-            variables["id"] = submitted["id"]
+            variables["id"] = ids.get(document.stem, submitted["id"])
         body = server.graphql(document.read_text(), variables)
         assert "errors" not in body, (document.name, body)
         assert body["data"], document.name
     job = wait_until(lambda: _complete(server, submitted["id"]), timeout_s=15,
                      message="example job complete")
     assert job["result"] == {"message": "hi"}
+
+
+def _submit(server: Server, **options: object) -> str:
+    body = server.graphql("mutation($i: SubmitJobInput!) { submitJob(input: $i) { id } }", {
+        "i": {"function": "demo.echo", "payload": {"message": "x"}, **options}})
+    return body["data"]["submitJob"]["id"]  # type: ignore[no-any-return]
 
 
 def _complete(server: Server, job_id: str) -> dict[str, object] | None:

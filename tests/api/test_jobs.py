@@ -48,8 +48,8 @@ async def test_submitted_job_completes_with_result_and_version(
     body = submit(server, function="demo.echo", payload={"message": "hi"}, priority="HIGH")
     job = body["data"]["submitJob"]
     assert job["function"] == "demo.echo" and job["queue"] == "default"
-    assert job["priority"] == "HIGH" and job["status"] == "QUEUED"
-    assert job["maxAttempts"] == 5 and job["attempts"] == 0
+    assert job["priority"] == "HIGH" and job["maxAttempts"] == 5
+    assert job["status"] in ("QUEUED", "ACTIVE", "COMPLETE")  # the worker may be quick
     assert job["payload"] == {"message": "hi"}
     done = await wait_for_status(server, job["id"], "COMPLETE", "FAILED")
     assert done["status"] == "COMPLETE"
@@ -71,7 +71,7 @@ async def test_failing_job_records_every_attempt_and_its_error(server: Server,
     assert done["error"] == "RuntimeError: smtp down"
     started = [e for e in done["history"] if e["type"] == "started"]
     assert [(e["attempt"], e["version"]) for e in started] == [(1, "1.0.0"), (2, "1.0.0")]
-    assert done["history"][-1]["type"] == "failed"
+    assert [e["type"] for e in done["history"][-2:]] == ["failed", "dead_lettered"]
 
 
 @pytest.mark.parametrize(("payload", "field", "problem"), [

@@ -308,3 +308,21 @@ async def test_a_flood_on_one_queue_does_not_delay_another(
     assert done.status == JobStatus.COMPLETE
     assert done.started_at_ms is not None and done.enqueued_at_ms is not None
     assert done.started_at_ms - done.enqueued_at_ms < 300
+
+
+async def test_saq_entry_points_keep_our_bookkeeping_or_refuse(redis: Redis,
+                                                               jobs: JobClient) -> None:
+    queue = jobs.queue("default")
+    saq_job = await queue.enqueue("test.noop", meta={"priority": "HIGH"}, scheduled=0)
+    assert saq_job is not None
+    view = await jobs.get(f"default:{saq_job.key}")
+    assert view.status == JobStatus.QUEUED and view.priority == Priority.HIGH
+    assert [e.type for e in view.history] == ["submitted"]
+    assert await queue.count("queued") == 1 and await queue.count("incomplete") == 1
+    assert await queue.schedule() == []
+    for bypass in (queue.dequeue(), queue._update(saq_job), queue._retry(saq_job, None),
+                   queue._finish(saq_job, saq_job.status), queue.abort(saq_job, "x")):
+        with pytest.raises(NotImplementedError, match="TaskmasterWorker and JobClient"):
+            await bypass
+    assert queue.job_id("k") == "taskmaster:{default}:job:k"
+    assert queue.job_key_from_id(queue.job_id("k")) == "k"

@@ -106,7 +106,7 @@ async def test_lifecycle_hooks_run_in_every_worker_process(
 
     on_sys_path(package_dir)
     entry = load_catalog().get("lifecycle.greet")
-    jobs = JobClient(redis, keep_finished_s=60)
+    jobs = JobClient(redis)
     try:
         job = await jobs.submit(entry.function, entry.plugin, entry.version, {},
                                 SubmitOptions())

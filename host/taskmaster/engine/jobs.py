@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,8 @@ MAX_ATTEMPTS = 100
 MAX_TIMEOUT_S = 7 * 24 * 3600.0
 MAX_RETRY_DELAY_S = 24 * 3600.0
 MAX_IDEMPOTENCY_KEY = 256
+QUEUE_REGISTER_S = 30.0
+"""How often a client re-records the queues it uses (cheap insurance against a reset)."""
 
 
 class JobStatus(enum.Enum):
@@ -105,7 +108,8 @@ class JobClient:
         self.redis = redis
         self.retention = retention or Retention()
         self._queues: dict[str, TaskmasterQueue] = {}
-        self._known: set[str] = set()
+        self._known: dict[str, float] = {}
+        """Queue name → when this client last recorded it in the store's set of queues."""
 
     def queue(self, name: str) -> TaskmasterQueue:
         if name not in self._queues:
@@ -113,7 +117,9 @@ class JobClient:
         return self._queues[name]
 
     async def queue_names(self) -> list[str]:
-        return sorted(n.decode() for n in await self.redis.smembers(QUEUES_KEY))  # type: ignore[misc]
+        """Queues recorded in the store, and those this client has used."""
+        stored = await self.redis.smembers(QUEUES_KEY)  # type: ignore[misc]
+        return sorted({n.decode() for n in stored} | set(self._queues))
 
     async def close(self) -> None:
         for queue in self._queues.values():
@@ -131,9 +137,9 @@ class JobClient:
         job, level, delay_ms, run_at_ms, key = self._build(function, plugin, version,
                                                            payload, options)
         try:
-            if queue.name not in self._known:
+            if self._known.get(queue.name, 0.0) < time.monotonic() - QUEUE_REGISTER_S:
                 await self.redis.sadd(QUEUES_KEY, queue.name)  # type: ignore[misc]
-                self._known.add(queue.name)
+                self._known[queue.name] = time.monotonic()
             created, job_key = await queue.submit(job, level, delay_ms=delay_ms,
                                                   run_at_ms=run_at_ms, idempotency_key=key)
         except RedisError as exc:
