@@ -326,3 +326,19 @@ async def test_saq_entry_points_keep_our_bookkeeping_or_refuse(redis: Redis,
             await bypass
     assert queue.job_id("k") == "taskmaster:{default}:job:k"
     assert queue.job_key_from_id(queue.job_id("k")) == "k"
+
+
+async def test_weights_are_configurable_per_queue(redis: Redis, jobs: JobClient) -> None:
+    from taskmaster.errors import ConfigError
+    from taskmaster.worker_process import parse_weights
+
+    weights = parse_weights(("4:3:2:1", "email=1:1:1:1"))
+    assert weights == {None: (4, 3, 2, 1), "email": (1, 1, 1, 1)}
+    for bad in ("1:2:3", "email=0:1:1:1", "a:b:c:d"):
+        with pytest.raises(ConfigError, match="four whole numbers"):
+            parse_weights((bad,))
+    for level in WEIGHTS:
+        await fill(jobs, 100, level)
+    even = TaskmasterQueue(redis, "default", weights=weights["email"])
+    counts = Counter(await dispatch(even, 200))
+    assert set(counts.values()) == {50}

@@ -31,6 +31,7 @@ DEFAULT_WEIGHTS = (8, 4, 2, 1)
 """Dispatch weights of CRITICAL, HIGH, NORMAL, LOW."""
 DEFAULT_MAX_STALLS = 3
 RETENTION_BATCH = 500
+RETENTION_ROUNDS = 20
 DAY_S = 24 * 3600
 
 
@@ -238,7 +239,10 @@ class TaskmasterQueue(RedisQueue):
 
     async def sweep(self, lock: int = 60, abort: float = 5.0) -> list[str]:
         recovered = await self.reclaim()
-        await self.apply_retention()
+        # Keep up with a fast stream of short-lived jobs, in bounded steps.
+        for _ in range(RETENTION_ROUNDS):
+            if await self.apply_retention() < RETENTION_BATCH:
+                break
         return recovered
 
     async def count(self, kind: CountKind) -> int:  # saq 0.26.4
