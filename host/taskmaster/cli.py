@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from taskmaster import __version__
-from taskmaster.errors import JobFailedError, TaskmasterError
+from taskmaster.errors import JobFailedError, ServerUnavailableError, TaskmasterError
 from taskmaster.settings import Settings, load_settings
 
 logger = logging.getLogger("taskmaster")
@@ -72,10 +72,13 @@ def _api(args: argparse.Namespace) -> int:
     import uvicorn
 
     from taskmaster.api.app import check_listen_address, create_app
+    from taskmaster.registry.live import broadcast_on_sighup
 
     settings = _settings(args, **{"api.host": args.host, "api.port": args.port,
                                   "redis_url": args.redis_url})
     check_listen_address(settings)
+    if settings.redis_url:
+        broadcast_on_sighup(settings.redis_url, "taskmaster api")
     uvicorn.run(create_app(settings), host=settings.api.host, port=settings.api.port,
                 access_log=False, log_config=None)
     return 0
@@ -92,6 +95,76 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def _functions_list(args: argparse.Namespace) -> int:
+    if not args.local:
+        with _client(args) as client:
+            try:
+                functions = client.functions()
+            except ServerUnavailableError as exc:
+                print(f"taskmaster: {exc.message}\nshowing this environment instead"
+                      " (--local)", file=sys.stderr)
+            else:
+                return _print_functions(args, functions)
+    return _functions_local(args)
+
+
+def _print_functions(args: argparse.Namespace, functions: list[dict[str, Any]]) -> int:
+    if args.json:
+        print(json.dumps(functions, indent=2))
+        return 0
+    _print_table(("FUNCTION", "PLUGIN", "VERSION", "QUEUE", "STATE", "WORKERS"), [
+        (f["name"], f["plugin"], f["version"], f["queue"], f["state"],
+         ", ".join(f"{w['worker']}={w['version'] or '-'}" for w in f["workers"]) or "-")
+        for f in functions])
+    errors = {(f["plugin"], f["loadError"]) for f in functions if f["loadError"]}
+    for plugin, error in sorted(errors):
+        print(f"taskmaster: {plugin}: {error}", file=sys.stderr)
+    return EXIT_CODES["PLUGIN_LOAD"] if errors else 0
+
+
+def _functions_reload(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        result = client.reload()
+    return _print_reload(result)
+
+
+def _print_reload(result: dict[str, Any]) -> int:
+    for label in ("loaded", "unloaded", "rejected"):
+        for item in result[label]:
+            print(f"{label}: {item}")
+    for worker in result["workers"]:
+        versions = ", ".join(f"{v['plugin']} {v['version']}" for v in worker["loadedVersions"])
+        print(f"worker {worker['id']} (pid {worker['pid']}): {versions or 'nothing'}")
+    print("converged" if result["converged"] else "NOT converged: some workers run other"
+          " versions (see `taskmaster functions list`)")
+    return 0 if result["converged"] and not result["rejected"] else 1
+
+
+def _functions_install(args: argparse.Namespace) -> int:
+    from taskmaster.registry.install import pip_install
+
+    print(pip_install(args.requirements, target=args.target).splitlines()[-1])
+    return _reload_after_change(args)
+
+
+def _functions_remove(args: argparse.Namespace) -> int:
+    from taskmaster.registry.install import pip_remove
+
+    print(pip_remove(args.name, target=args.target).splitlines()[-1])
+    return _reload_after_change(args)
+
+
+def _reload_after_change(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        try:
+            result = client.reload()
+        except ServerUnavailableError:
+            print("no TaskMaster server answered; running hosts pick the change up when"
+                  " they next scan (or on SIGHUP)", file=sys.stderr)
+            return 0
+    return _print_reload(result)
+
+
+def _functions_local(args: argparse.Namespace) -> int:
     from taskmaster.registry import load_catalog
 
     catalog = load_catalog()
@@ -262,11 +335,32 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--queue", action="append", metavar="NAME[=CONCURRENCY]",
                         help="serve this queue (repeatable; default: all of the functions')")
 
-    functions = command("functions", lambda a: 0, "inspect installed functions")
+    functions = command("functions", lambda a: 0, "inspect, install, upgrade and remove"
+                        " function packages on a running host")
     function_commands = functions.add_subparsers(required=True, metavar="ACTION")
-    listing = function_commands.add_parser("list", help="list loadable functions")
+    listing = function_commands.add_parser(
+        "list", help="functions with their state and the version each worker runs")
     listing.add_argument("--json", action="store_true", help="machine-readable output")
+    listing.add_argument("--local", action="store_true",
+                         help="what this environment has installed, without a server")
+    _add_url(listing)
     listing.set_defaults(command=_functions_list)
+    reload = function_commands.add_parser(
+        "reload", help="drain and reload changed functions in every host process")
+    _add_url(reload)
+    reload.set_defaults(command=_functions_reload)
+    install = function_commands.add_parser(
+        "install", help="pip-install function packages here, then reload the host")
+    install.add_argument("requirements", nargs="+", metavar="REQUIREMENT")
+    install.add_argument("--target", help="install into this directory on the host's path")
+    _add_url(install)
+    install.set_defaults(command=_functions_install)
+    remove = function_commands.add_parser(
+        "remove", help="uninstall a function package, then reload the host")
+    remove.add_argument("name")
+    remove.add_argument("--target", help="the directory it was installed into")
+    _add_url(remove)
+    remove.set_defaults(command=_functions_remove)
 
     submit = command("submit", _submit, "submit a job through the API")
     submit.add_argument("function", help="job type, e.g. demo.echo")

@@ -15,6 +15,11 @@ JOB_FIELDS = """
   history { type at attempt worker plugin version message error delaySeconds progress }
 """
 LIST_FIELDS = "id function queue priority status attempts maxAttempts error enqueuedAt"
+FUNCTION_FIELDS = """name plugin version queue state loadError
+  workers { worker host pid version state }"""
+RELOAD = f"""mutation {{ reloadFunctions {{ converged loaded unloaded rejected
+  functions {{ {FUNCTION_FIELDS} }}
+  workers {{ id host pid loadedVersions {{ plugin version }} }} }} }}"""
 SUBMIT = f"""
 mutation Submit($input: SubmitJobInput!) {{ submitJob(input: $input) {{ {JOB_FIELDS} }} }}
 """
@@ -96,6 +101,15 @@ class TaskmasterClient:
             "{ queues { name queued active scheduled deadLettered retainedFinished"
             " queuedByPriority { critical high normal low } } }")["queues"]
         return queues
+
+    def functions(self) -> list[dict[str, Any]]:
+        functions: list[dict[str, Any]] = self.execute(f"{{ functions {{ {FUNCTION_FIELDS} }} }}"
+                                                       )["functions"]
+        return functions
+
+    def reload(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.execute(RELOAD)["reloadFunctions"]
+        return result
 
     def wait(self, job_id: str, *, timeout_s: float | None = None) -> dict[str, Any]:
         """Poll until the job is terminal (or timeout_s passes) and return it."""

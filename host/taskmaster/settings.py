@@ -69,6 +69,24 @@ class JobSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ReloadSettings:
+    drain_timeout_s: float = 30.0
+    """How long an old version's running jobs may go on before they are requeued."""
+    watch: bool = True
+    """Reload when the installed function distributions change."""
+    watch_interval_s: float = 2.0
+    """How often the installed distributions are compared with the loaded ones."""
+    install_enabled: bool = False
+    """Allow `installFunction` over the API (runs pip as the host's user: code execution)."""
+    install_index_url: str | None = None
+    """Package index for installs (pip's default when unset)."""
+    install_find_links: tuple[str, ...] = ()
+    """Local directories or pages of wheels for installs."""
+    install_target: str | None = None
+    """Install into this directory (on the host's path) instead of site-packages."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class Settings:
     redis_url: str | None = None
     """External Redis ≥ 6.2 or Valkey; without it `serve` starts an embedded Valkey."""
@@ -80,6 +98,7 @@ class Settings:
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     store: StoreSettings = field(default_factory=StoreSettings)
     jobs: JobSettings = field(default_factory=JobSettings)
+    reload: ReloadSettings = field(default_factory=ReloadSettings)
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with dotted keys changed: `settings.replace(**{"api.port": 8001})`."""

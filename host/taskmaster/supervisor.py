@@ -23,6 +23,7 @@ import uvicorn
 
 from taskmaster.api.app import check_listen_address, create_app
 from taskmaster.errors import StoreUnavailableError
+from taskmaster.registry.live import broadcast_on_sighup
 from taskmaster.settings import Settings
 from taskmaster.store.embedded import EmbeddedValkey, die_with_parent
 
@@ -113,6 +114,9 @@ def child_env(settings: Settings, redis_url: str, config_file: Path | None) -> d
         "TASKMASTER_JOBS_KEEP_COMPLETED_S": str(settings.jobs.keep_completed_s),
         "TASKMASTER_JOBS_KEEP_COMPLETED_COUNT": str(settings.jobs.keep_completed_count),
         "TASKMASTER_JOBS_KEEP_DEAD_S": str(settings.jobs.keep_dead_s),
+        "TASKMASTER_RELOAD_DRAIN_TIMEOUT_S": str(settings.reload.drain_timeout_s),
+        "TASKMASTER_RELOAD_WATCH": str(settings.reload.watch).lower(),
+        "TASKMASTER_RELOAD_WATCH_INTERVAL_S": str(settings.reload.watch_interval_s),
     })
     if config_file is not None:
         env["TASKMASTER_CONFIG"] = str(config_file.resolve())
@@ -141,6 +145,7 @@ def serve(settings: Settings, *, config_file: Path | None = None) -> None:
                                    start_timeout_s=settings.store.start_timeout_s)
             redis_url = store.start()
         settings = settings.replace(redis_url=redis_url)
+        broadcast_on_sighup(redis_url, "taskmaster serve")
         if stop_requested:
             return
         pool = WorkerPool(settings.worker.processes or os.cpu_count() or 1,

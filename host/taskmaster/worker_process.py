@@ -15,10 +15,13 @@ from taskmaster.engine.worker import TaskmasterWorker, worker_metadata
 from taskmaster.errors import ConfigError
 from taskmaster.function import check_queue_name
 from taskmaster.registry import load_catalog
+from taskmaster.registry.live import LiveFunctions, broadcast_reload
 from taskmaster.settings import Settings
 from taskmaster.store.connection import check_store, create_redis
 
 logger = logging.getLogger(__name__)
+
+DRAIN_POLL_S = 0.02
 
 
 def parse_queue_specs(specs: tuple[str, ...], default_concurrency: int) -> dict[str, int]:
@@ -63,7 +66,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
         loop.add_signal_handler(sig, stop.set)
 
     worker = settings.worker
-    catalog = load_catalog()
+    catalog = load_catalog(initialise=True)
     queues = parse_queue_specs(worker.queues, worker.concurrency) or {
         name: worker.concurrency for name in sorted(catalog.queues() | {"default"})
     }
@@ -79,6 +82,29 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
                 w.lease_lost(key)
 
     leases = LeaseKeeper(settings.redis_url, worker.lease_s, lease_lost)
+
+    async def drain(functions: set[str]) -> None:
+        """Wait for running executions of these job types; requeue them past the timeout."""
+        deadline = loop.time() + settings.reload.drain_timeout_s
+        requeued = False
+        while any(w.running_functions() & functions for w in workers):
+            if not requeued and loop.time() >= deadline:
+                for w in workers:
+                    w.requeue_running(functions, "requeued unspent: the reload's drain"
+                                      f" timeout ({settings.reload.drain_timeout_s:g}s) passed")
+                requeued = True
+            await asyncio.sleep(DRAIN_POLL_S)
+
+    async def resumed(functions: set[str]) -> None:
+        for w in workers:
+            await w.tm_queue.unpark(functions)
+
+    live = LiveFunctions(catalog, redis, settings.reload, role="worker",
+                         process_id=worker_id, queues=list(queues), drain=drain,
+                         resumed=resumed,
+                         running=lambda: sum(len(w.running_functions()) for w in workers))
+    loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(
+        broadcast_reload(redis, f"SIGHUP to worker {worker_id}")))
     try:
         await check_store(redis, settings.redis_url)
         await redis.sadd(QUEUES_KEY, *queues)  # type: ignore[misc]
@@ -90,11 +116,13 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
                                     keep_completed_count=settings.jobs.keep_completed_count)
             await queue.connect()
             workers.append(TaskmasterWorker(
-                queue, catalog.get, catalog.resources_of, dispatcher=dispatcher,
+                queue, catalog, dispatcher=dispatcher,
                 leases=leases, worker_id=worker_id, concurrency=concurrency,
                 shutdown_grace_s=worker.shutdown_grace_s, lease_s=worker.lease_s,
                 metadata=metadata))
         leases.start()
+        await live.start()
+        await resumed(catalog.active_functions())  # jobs that waited for what we now run
         fetching = asyncio.create_task(dispatcher.run())
         runs = [asyncio.create_task(w.start()) for w in workers]
         logger.info("worker %s serving %s with %s", worker_id,
@@ -111,8 +139,9 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
         stopping.cancel()
         await catalog.stop()
     finally:
+        await live.stop()
         leases.stop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         for w in workers:
             await w.tm_queue._pubsub.close()

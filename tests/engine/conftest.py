@@ -16,24 +16,34 @@ from taskmaster.engine.jobs import JobClient, JobStatus, JobView, Retention, Sub
 from taskmaster.engine.lease import LeaseKeeper
 from taskmaster.engine.queue import TaskmasterQueue
 from taskmaster.engine.worker import TaskmasterWorker
-from taskmaster.errors import UnknownFunctionError
 from taskmaster.registry import CatalogEntry
 from tests.fixtures.waiting import eventually
 
 PLUGIN, VERSION = "taskmaster-fn-test", "1.2.3"
 
 
+class Functions:
+    """A FunctionSource for tests: these functions, all runnable, changeable on the fly."""
+
+    def __init__(self, functions: Sequence[Function]) -> None:
+        self.entries = {f.name: CatalogEntry(f, PLUGIN, VERSION) for f in functions}
+
+    def runnable(self, name: str) -> CatalogEntry | None:
+        return self.entries.get(name)
+
+    def resources_of(self, plugin: str) -> dict[str, Any]:
+        return {}
+
+    def active_functions(self) -> set[str]:
+        return set(self.entries)
+
+
 @asynccontextmanager
-async def running_worker(redis_url: str, functions: Sequence[Function], *,
+async def running_worker(redis_url: str, functions: Sequence[Function] | Functions, *,
                          queues: dict[str, int] | None = None, lease_s: float = 5.0,
                          worker_id: str = "w-test", keep_completed_count: int = 0,
                          grace_s: float = 5.0) -> AsyncIterator[list[TaskmasterWorker]]:
-    entries = {f.name: CatalogEntry(f, PLUGIN, VERSION) for f in functions}
-
-    def resolve(name: str) -> CatalogEntry:
-        if name not in entries:
-            raise UnknownFunctionError(name, list(entries))
-        return entries[name]
+    source = functions if isinstance(functions, Functions) else Functions(functions)
 
     redis = Redis.from_url(redis_url)
     dispatcher = Dispatcher(redis, worker_id=worker_id, lease_s=lease_s)
@@ -48,7 +58,7 @@ async def running_worker(redis_url: str, functions: Sequence[Function], *,
     for name, concurrency in (queues or {"default": 4}).items():
         queue = TaskmasterQueue(redis, name, keep_completed_count=keep_completed_count)
         workers.append(TaskmasterWorker(
-            queue, resolve, lambda _: {}, dispatcher=dispatcher, leases=leases,
+            queue, source, dispatcher=dispatcher, leases=leases,
             worker_id=worker_id, concurrency=concurrency, shutdown_grace_s=grace_s,
             lease_s=lease_s))
     leases.start()

@@ -16,7 +16,17 @@ from taskmaster import Context, Function, NonRetryableError
 from taskmaster.engine.jobs import JobClient, JobStatus
 from taskmaster.engine.queue import TaskmasterQueue
 from taskmaster.errors import InvalidPayloadError
-from tests.engine.conftest import PLUGIN, VERSION, finished, in_status, running_worker, submit
+from taskmaster.registry import CatalogEntry
+from tests.engine.conftest import (
+    PLUGIN,
+    VERSION,
+    Functions,
+    finished,
+    in_status,
+    running_worker,
+    submit,
+)
+from tests.fixtures.waiting import eventually
 
 
 @dataclass(frozen=True)
@@ -138,15 +148,27 @@ async def test_timeout_is_a_failed_attempt(valkey_url: str, redis: Redis,
     assert done.error == "TimeoutError: attempt exceeded timeoutSeconds=0.2"
 
 
-async def test_job_type_unknown_to_the_worker_fails_without_retry(
+async def test_a_job_whose_function_is_not_loaded_waits_until_it_is(
         valkey_url: str, redis: Redis, jobs: JobClient) -> None:
-    async def nothing(ctx: Context, data: dict[str, Any]) -> None: ...
+    async def nothing(ctx: Context, data: dict[str, Any]) -> str:
+        return "ran"
 
-    known, unknown = Function("test.known", nothing), Function("test.unknown", nothing)
-    async with running_worker(valkey_url, [known]):
-        done = await finished(jobs, (await submit(jobs, unknown)).id)
-    assert done.status == JobStatus.FAILED and done.attempts == 1
-    assert done.error is not None and "test.unknown" in done.error
+    known, missing = Function("test.known", nothing), Function("test.missing", nothing)
+    source = Functions([known])
+    async with running_worker(valkey_url, source, lease_s=0.6) as (worker,):
+        job = await submit(jobs, missing)
+
+        async def parked() -> bool:
+            view = await jobs.get(job.id)
+            return [e.type for e in view.history] == ["submitted", "waiting"]
+
+        await eventually(parked, message="job set aside")
+        view = await jobs.get(job.id)
+        assert view.status == JobStatus.QUEUED and view.attempts == 0
+        assert await worker.tm_queue.count("queued") == 1
+        source.entries["test.missing"] = CatalogEntry(missing, PLUGIN, VERSION)
+        done = await finished(jobs, job.id)  # the worker's sweep puts it back
+    assert done.status == JobStatus.COMPLETE and done.result == "ran" and done.attempts == 1
 
 
 async def test_graceful_stop_lets_the_running_job_finish(

@@ -55,7 +55,10 @@ def test_a_package_that_fails_to_import_is_reported_and_others_still_load(
     catalog = load_catalog()
     broken = next(p for p in catalog.plugins if p.name == "taskmaster-fn-test-broken")
     assert broken.version == "0.2.0"
-    assert broken.error == "ImportError: taskmaster_fn_test_broken is broken on purpose"
+    assert broken.error is not None
+    assert broken.error.splitlines()[0] == \
+        "ImportError: taskmaster_fn_test_broken is broken on purpose"
+    assert "Traceback" in broken.error
     assert catalog.get("demo.echo").plugin == "taskmaster-fn-demo"
 
 
@@ -63,17 +66,19 @@ async def test_on_init_opens_resources_and_a_failing_on_init_rejects_the_package
         install_package: InstallPackage, on_sys_path: AddPath,
         monkeypatch: pytest.MonkeyPatch) -> None:
     on_sys_path(install_package("lifecycle"))
-    catalog = load_catalog()
+    catalog = load_catalog(initialise=True)
     await catalog.start()
     assert catalog.resources_of("taskmaster-fn-test-lifecycle") == {
         "greeting": "hello from taskmaster-fn-test-lifecycle 2.3.0"}
     assert catalog.get("lifecycle.greet").version == "2.3.0"
 
     monkeypatch.setenv("TM_LIFECYCLE_FAIL_INIT", "1")
-    failing = load_catalog()
+    failing = load_catalog(initialise=True)
     await failing.start()
     plugin = next(p for p in failing.plugins if p.name == "taskmaster-fn-test-lifecycle")
-    assert plugin.error == "on_init failed: RuntimeError: on_init refused on purpose"
+    assert plugin.error is not None
+    assert plugin.error.splitlines()[0] == \
+        "on_init failed: RuntimeError: on_init refused on purpose"
     with pytest.raises(UnknownFunctionError):
         failing.get("lifecycle.greet")
     assert failing.get("demo.echo")
@@ -81,7 +86,8 @@ async def test_on_init_opens_resources_and_a_failing_on_init_rejects_the_package
 
 def test_functions_list_command_reports_load_errors(install_package: InstallPackage) -> None:
     env = base_env(PYTHONPATH=str(install_package("clash")))
-    done = subprocess.run([sys.executable, "-m", "taskmaster", "functions", "list"], env=env,
+    done = subprocess.run([sys.executable, "-m", "taskmaster", "functions", "list", "--local"],
+                          env=env,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert "demo.echo   taskmaster-fn-demo  1.0.0    default" in done.stdout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -19,6 +20,7 @@ from taskmaster.api.services import Services
 from taskmaster.engine.jobs import JobClient, Retention
 from taskmaster.errors import ConfigError
 from taskmaster.registry import load_catalog
+from taskmaster.registry.live import LiveFunctions
 from taskmaster.settings import Settings
 from taskmaster.store.connection import check_store, create_redis
 
@@ -58,12 +60,17 @@ def create_app(settings: Settings) -> Litestar:
         jobs = JobClient(redis, retention=Retention(
             keep_completed_s=settings.jobs.keep_completed_s,
             keep_dead_s=settings.jobs.keep_dead_s))
+        catalog = load_catalog()
+        live = LiveFunctions(catalog, redis, settings.reload, role="api",
+                             process_id=f"api-{uuid.uuid4().hex[:12]}")
         try:
             await check_store(redis, redis_url)
-            app.state.services = Services(settings=settings, redis=redis,
-                                          catalog=load_catalog(), jobs=jobs)
+            await live.start()
+            app.state.services = Services(settings=settings, redis=redis, catalog=catalog,
+                                          jobs=jobs, live=live)
             yield
         finally:
+            await live.stop()
             await jobs.close()
             await redis.aclose()
 

@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 
 from taskmaster.engine.jobs import JobClient
 from taskmaster.registry import Catalog
+from taskmaster.registry.live import LiveFunctions
 from taskmaster.settings import Settings
 
 
@@ -19,6 +20,7 @@ class Services:
     redis: Redis
     catalog: Catalog
     jobs: JobClient
+    live: LiveFunctions
 
 
 def services(info: strawberry.Info[dict[str, Any], None]) -> Services:

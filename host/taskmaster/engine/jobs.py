@@ -271,7 +271,8 @@ class JobClient:
 
     async def set_priority(self, job_id: str, priority: Priority) -> JobView:
         queue, _, current = await self.job(job_id)
-        moved = await queue.set_priority(parse_id(job_id)[1], priority, current.priority)
+        moved = await queue.set_priority(parse_id(job_id)[1], current.function, priority,
+                                         current.priority)
         if moved == -1:
             raise JobStateError(f"job {job_id} is already running; its priority no longer"
                                 " matters", id=job_id, status="ACTIVE")

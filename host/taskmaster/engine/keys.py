@@ -32,6 +32,15 @@ class QueueKeys:
     def all_queued(self) -> list[str]:
         return [self.queued(level) for level in LEVELS]
 
+    def parked(self, function: str) -> str:
+        """LIST of jobs claimed while their function could not run here (reloading, gone)."""
+        return self.key(f"parked:{function}")
+
+    @property
+    def parked_functions(self) -> str:
+        """SET of job types with parked jobs."""
+        return self.key("parked-functions")
+
     @property
     def suspects(self) -> str:
         """LIST of jobs recovered from a dead worker; each runs alone in its process next."""

@@ -9,7 +9,7 @@ override names the SAQ version it was checked against; SAQ is pinned to that min
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -91,6 +91,8 @@ class TaskmasterQueue(RedisQueue):
         self.weights = tuple(weights)
         self.max_stalls = max_stalls
         self.keep_completed_count = keep_completed_count
+        self.runnable_functions: Callable[[], set[str]] | None = None
+        """Job types a worker here can run now; the sweep puts their parked jobs back."""
 
     # -- key layout (saq 0.26.4: namespace, job_id, job_key_from_id) --
     def namespace(self, key: str) -> str:
@@ -170,16 +172,17 @@ class TaskmasterQueue(RedisQueue):
         return int(await self.scripts.cancel(
             keys=[keys.job(cancelled.key), keys.history(cancelled.key), *keys.all_queued,
                   keys.scheduled, keys.active, keys.priority, keys.done, keys.cancel,
-                  keys.suspects],
+                  keys.suspects, keys.parked(cancelled.function)],
             args=[cancelled.key, self.serialize(cancelled), event("cancelled"),
                   keep_ms(cancelled, "done"), event("cancel_requested")]))
 
-    async def set_priority(self, key: str, level: Priority, old: Priority) -> int:
+    async def set_priority(self, key: str, function: str, level: Priority,
+                           old: Priority) -> int:
         """1 moved, 2 unchanged, -1 running, 0 finished."""
         keys = self.keys
         return int(await self.scripts.set_priority(
             keys=[keys.history(key), keys.priority, *keys.all_queued, keys.scheduled,
-                  keys.active, keys.suspects],
+                  keys.active, keys.suspects, keys.parked(function)],
             args=[key, level.value, event("priority_changed",
                                           message=f"{old.value} -> {level.value}")]))
 
@@ -191,6 +194,28 @@ class TaskmasterQueue(RedisQueue):
             keys=[keys.job(job.key), keys.history(job.key), keys.dead, keys.done,
                   keys.queued(level), keys.priority, keys.wake],
             args=[job.key, self.serialize(job), history_event, level.value]))
+
+    async def park(self, job: Job, token: str, reason: str | None) -> bool:
+        """Set a claimed job aside until its function can run here; no attempt is spent."""
+        keys = self.keys
+        job.status = Status.QUEUED
+        return bool(await self.scripts.park(
+            keys=[keys.job(job.key), keys.history(job.key), keys.active, keys.lease,
+                  keys.parked(job.function), keys.parked_functions],
+            args=[job.key, token, self.serialize(job),
+                  event("waiting", message=reason) if reason else "", job.function]))
+
+    async def unpark(self, runnable: set[str]) -> int:
+        """Put back the parked jobs of every job type in `runnable`; returns how many."""
+        keys = self.keys
+        parked = {m.decode() for m in await self.redis.smembers(keys.parked_functions)}  # type: ignore[misc]
+        moved = 0
+        for function in sorted(parked & runnable):
+            moved += int(await self.scripts.unpark(
+                keys=[keys.parked(function), keys.parked_functions, keys.priority,
+                      *keys.all_queued, keys.wake],
+                args=[function]))
+        return moved
 
     async def purge(self, key: str) -> bool:
         keys = self.keys
@@ -239,6 +264,8 @@ class TaskmasterQueue(RedisQueue):
 
     async def sweep(self, lock: int = 60, abort: float = 5.0) -> list[str]:
         recovered = await self.reclaim()
+        if self.runnable_functions is not None:
+            await self.unpark(self.runnable_functions())
         # Keep up with a fast stream of short-lived jobs, in bounded steps.
         for _ in range(RETENTION_ROUNDS):
             if await self.apply_retention() < RETENTION_BATCH:
@@ -248,7 +275,9 @@ class TaskmasterQueue(RedisQueue):
     async def count(self, kind: CountKind) -> int:  # saq 0.26.4
         keys = self.keys
         if kind == "queued":
-            lists = [*keys.all_queued, keys.suspects]
+            parked = await self.redis.smembers(keys.parked_functions)  # type: ignore[misc]
+            lists = [*keys.all_queued, keys.suspects,
+                     *(keys.parked(f.decode()) for f in parked)]
             return sum([int(await self.redis.llen(k)) for k in lists])  # type: ignore[misc]
         if kind == "active":
             return int(await self.redis.zcard(keys.active))

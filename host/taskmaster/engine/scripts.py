@@ -180,12 +180,13 @@ return 1
 """
 
 # KEYS: job, history, queued:CRITICAL..LOW (4), scheduled, active, priority, done, cancel,
-#       suspects
+#       suspects, parked:<function>
 # ARGV: key, cancelled record, cancelled event, keep_ms, cancel-requested event
 # Returns 1 cancelled now, 2 running (cancel requested), 0 not cancellable.
 CANCEL = """
 local now = now_ms()
 local removed = redis.call('ZREM', KEYS[7], ARGV[1]) + redis.call('LREM', KEYS[12], 0, ARGV[1])
+  + redis.call('LREM', KEYS[13], 0, ARGV[1])
 for i = 3, 6 do removed = removed + redis.call('LREM', KEYS[i], 0, ARGV[1]) end
 if removed > 0 then
   redis.call('HDEL', KEYS[9], ARGV[1])
@@ -204,7 +205,8 @@ end
 return 0
 """
 
-# KEYS: history, priority, queued:CRITICAL..LOW (4), scheduled, active, suspects
+# KEYS: history, priority, queued:CRITICAL..LOW (4), scheduled, active, suspects,
+#       parked:<function>
 # ARGV: key, new level, event
 # Returns 1 moved, 2 unchanged, -1 running, 0 finished or unknown.
 SET_PRIORITY = """
@@ -213,6 +215,7 @@ if not old then return 0 end
 if redis.call('ZSCORE', KEYS[8], ARGV[1]) then return -1 end
 if old == ARGV[2] then return 2 end
 local waiting = redis.call('ZSCORE', KEYS[7], ARGV[1]) or redis.call('LPOS', KEYS[9], ARGV[1])
+  or redis.call('LPOS', KEYS[10], ARGV[1])
 if not waiting then
   if redis.call('LREM', KEYS[2 + LEVEL_INDEX[old]], 0, ARGV[1]) == 0 then return 0 end
   redis.call('RPUSH', KEYS[2 + LEVEL_INDEX[ARGV[2]]], ARGV[1])
@@ -220,6 +223,37 @@ end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 redis.call('RPUSH', KEYS[1], stamp(ARGV[3], now_ms()))
 return 1
+"""
+
+# KEYS: job, history, active, lease, parked:<function>, parked-functions
+# ARGV: key, token, record, event ('': none), function
+# Sets a claimed job aside until a worker can run its function; its attempt is not spent.
+PARK = """
+if redis.call('HGET', KEYS[4], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('HDEL', KEYS[4], ARGV[1])
+redis.call('SET', KEYS[1], ARGV[3])
+if ARGV[4] ~= '' then redis.call('RPUSH', KEYS[2], stamp(ARGV[4], now_ms())) end
+redis.call('RPUSH', KEYS[5], ARGV[1])
+redis.call('SADD', KEYS[6], ARGV[5])
+return 1
+"""
+
+# KEYS: parked:<function>, parked-functions, priority, queued:CRITICAL..LOW (4), wake
+# ARGV: function
+# Returns how many parked jobs went back to the front of their level.
+UNPARK = """
+local moved = 0
+while true do
+  local id = redis.call('RPOP', KEYS[1])
+  if not id then break end
+  local level = redis.call('HGET', KEYS[3], id) or 'NORMAL'
+  redis.call('LPUSH', KEYS[3 + (LEVEL_INDEX[level] or 3)], id)
+  moved = moved + 1
+end
+redis.call('SREM', KEYS[2], ARGV[1])
+if moved > 0 then wake(KEYS[8]) end
+return moved
 """
 
 # KEYS: job, history, dead, done, queued:<level>, priority, wake
@@ -325,6 +359,8 @@ class Scripts:
     cancel: AsyncScript
     set_priority: AsyncScript
     requeue: AsyncScript
+    park: AsyncScript
+    unpark: AsyncScript
     purge: AsyncScript
     retention: AsyncScript
     reclaim: AsyncScript
@@ -334,6 +370,7 @@ class Scripts:
         sources = {"enqueue": ENQUEUE, "claim": CLAIM, "update": UPDATE,
                    "heartbeat": HEARTBEAT, "finish": FINISH, "retry": RETRY,
                    "cancel": CANCEL, "set_priority": SET_PRIORITY, "requeue": REQUEUE,
+                   "park": PARK, "unpark": UNPARK,
                    "purge": PURGE, "retention": RETENTION, "reclaim": RECLAIM}
         return cls(**{name: redis.register_script(_PRELUDE + source)
                       for name, source in sources.items()})

@@ -33,7 +33,7 @@ from taskmaster.engine.jobs import public_id
 from taskmaster.engine.lease import LeaseKeeper
 from taskmaster.engine.queue import Claimed, TaskmasterQueue, failure_events
 from taskmaster.engine.retry import retry_delay_s
-from taskmaster.errors import InvalidPayloadError, NonRetryableError, UnknownFunctionError
+from taskmaster.errors import InvalidPayloadError, NonRetryableError
 from taskmaster.function import Function
 
 logger = logging.getLogger(__name__)
@@ -53,9 +53,15 @@ class Runnable(Protocol):
     def version(self) -> str: ...
 
 
-Resolver = Callable[[str], Runnable]
-"""Job type → what runs it; raises UnknownFunctionError when nothing is loaded for it."""
-ResourcesOf = Callable[[str], dict[str, Any]]
+class FunctionSource(Protocol):
+    """Where the worker finds the code for a job type (the registry's Catalog)."""
+
+    def runnable(self, name: str) -> Runnable | None:
+        """What runs this job type now; None if it must wait (reloading, or not loaded)."""
+
+    def resources_of(self, plugin: str) -> dict[str, Any]: ...
+
+    def active_functions(self) -> set[str]: ...
 
 
 class _Outcome(Exception):
@@ -72,6 +78,7 @@ class _Attempt:
     task: asyncio.Task[Any] | None = None
     cancel_requested: bool = False
     lease_lost: bool = False
+    requeue_reason: str | None = None
     cancelled_flag: threading.Event = field(default_factory=threading.Event)
 
     @property
@@ -86,7 +93,7 @@ class TaskmasterWorker(Worker[Any]):
     # several queues, so the worker process owns signals and stops every worker itself.
     SIGNALS: list[signal.Signals] = []  # noqa: RUF012 - overrides SAQ's class attribute
 
-    def __init__(self, queue: TaskmasterQueue, resolve: Resolver, resources_of: ResourcesOf,
+    def __init__(self, queue: TaskmasterQueue, functions: FunctionSource,
                  *, dispatcher: Dispatcher, leases: LeaseKeeper, worker_id: str,
                  concurrency: int, shutdown_grace_s: float, lease_s: float,
                  metadata: dict[str, Any] | None = None) -> None:
@@ -102,8 +109,8 @@ class TaskmasterWorker(Worker[Any]):
                 "sweep": max(lease_s / 2, 0.1), "abort": CANCEL_CHECK_S}),
         )
         self.tm_queue = queue
-        self.resolve = resolve
-        self.resources_of = resources_of
+        self.source = functions
+        queue.runnable_functions = functions.active_functions
         self.dispatcher = dispatcher
         self.leases = leases
         self._attempts: dict[str, _Attempt] = {}
@@ -128,6 +135,18 @@ class TaskmasterWorker(Worker[Any]):
             self.tasks.discard(task)
         await asyncio.gather(*upkeep, return_exceptions=True)
         await super().stop()
+
+    def running_functions(self) -> set[str]:
+        return {attempt.job.function for attempt in self._attempts.values()}
+
+    def requeue_running(self, functions: set[str], reason: str) -> None:
+        """Stop running attempts of these job types and put them back, unspent."""
+        for attempt in self._attempts.values():
+            if attempt.job.function in functions and attempt.task is not None \
+                    and not attempt.task.done():
+                attempt.requeue_reason = reason
+                attempt.cancelled_flag.set()
+                attempt.task.cancel()
 
     def lease_lost(self, key: str) -> None:
         """The LeaseKeeper saw another worker take this job: stop our attempt quietly."""
@@ -160,17 +179,21 @@ class TaskmasterWorker(Worker[Any]):
         if claimed is None:
             return False
         job = claimed.job
-        runnable = self._begin(claimed)
-        started = event("started", attempt=job.attempts, worker=self.id,
-                        plugin=job.meta.get("plugin"), version=job.meta.get("version"))
-        if not await self.tm_queue.record(job, claimed.token, started):
-            logger.info("job %s was taken back before it started", job.key)
-            self.dispatcher.finished(claimed)
+        runnable = self.source.runnable(job.function)
+        if runnable is None:
+            await self._park(claimed)
             return True
+        # Registered before the first await, so a reload's drain sees this execution.
         attempt = _Attempt(claimed)
         self._attempts[job.key] = attempt
+        self._begin(claimed, runnable)
+        started = event("started", attempt=job.attempts, worker=self.id,
+                        plugin=job.meta.get("plugin"), version=job.meta.get("version"))
         self.leases.hold(self.tm_queue.name, job.key, claimed.token)
         try:
+            if not await self.tm_queue.record(job, claimed.token, started):
+                logger.info("job %s was taken back before it started", job.key)
+                return True
             await self._settle(attempt, runnable)
         except Exception:
             logger.exception("could not record the outcome of job %s", job.key,
@@ -181,12 +204,20 @@ class TaskmasterWorker(Worker[Any]):
             self.dispatcher.finished(claimed)
         return True
 
-    def _begin(self, claimed: Claimed) -> Runnable | None:
+    async def _park(self, claimed: Claimed) -> None:
         job = claimed.job
+        first = not job.meta.get("waiting")
+        job.meta["waiting"] = True
+        reason = (f"{job.function} cannot run on worker {self.id} now (being reloaded, or not"
+                  " installed); the job waits until it can") if first else None
         try:
-            runnable: Runnable | None = self.resolve(job.function)
-        except UnknownFunctionError:
-            runnable = None
+            await self.tm_queue.park(job, claimed.token, reason)
+        finally:
+            self.dispatcher.finished(claimed)
+
+    def _begin(self, claimed: Claimed, runnable: Runnable) -> None:
+        job = claimed.job
+        job.meta.pop("waiting", None)
         job.status = Status.ACTIVE
         job.attempts += 1
         job.started = now()
@@ -195,14 +226,13 @@ class TaskmasterWorker(Worker[Any]):
         job.worker_id = self.id
         job.error = None
         job.meta["priority"] = claimed.level.value
-        job.meta["plugin"] = runnable.plugin if runnable else None
-        job.meta["version"] = runnable.version if runnable else None
+        job.meta["plugin"] = runnable.plugin
+        job.meta["version"] = runnable.version
         job.meta.setdefault("attempts_log", []).append(
-            {"attempt": job.attempts, "plugin": job.meta["plugin"],
-             "version": job.meta["version"], "worker": self.id})
-        return runnable
+            {"attempt": job.attempts, "plugin": runnable.plugin,
+             "version": runnable.version, "worker": self.id})
 
-    async def _settle(self, attempt: _Attempt, runnable: Runnable | None) -> None:
+    async def _settle(self, attempt: _Attempt, runnable: Runnable) -> None:
         job, token = attempt.job, attempt.claimed.token
         queue = self.tm_queue
         try:
@@ -216,13 +246,16 @@ class TaskmasterWorker(Worker[Any]):
                 job.status, job.error, job.completed = Status.ABORTED, "cancelled", now()
                 await queue.finish_attempt(job, token, event("cancelled", attempt=job.attempts))
                 return
-            # The worker is shutting down: give the attempt back without spending it.
+            # A reload's drain ran out, or the worker is shutting down: give the attempt
+            # back without spending it.
             job.attempts -= 1
             job.status = Status.QUEUED
             await queue.retry_attempt(job, token, attempt.claimed.level, 0, event(
-                "requeued", attempt=job.attempts + 1,
-                message="the worker shut down before the attempt finished"))
-            raise
+                "requeued", attempt=job.attempts + 1, message=attempt.requeue_reason
+                or "the worker shut down before the attempt finished"))
+            if attempt.requeue_reason is None:
+                raise
+            return
         except Exception as exc:
             await self._failed(attempt, exc)
             return
@@ -233,10 +266,8 @@ class TaskmasterWorker(Worker[Any]):
             logger.warning("discarded the result of job %s: its lease went to another worker",
                            job.key, extra={"job_id": job.key})
 
-    async def _execute(self, attempt: _Attempt, runnable: Runnable | None) -> Any:
+    async def _execute(self, attempt: _Attempt, runnable: Runnable) -> Any:
         job = attempt.job
-        if runnable is None:
-            raise UnknownFunctionError(job.function, [])
         function = runnable.function
         data = function.parse_input((job.kwargs or {}).get("payload"))
         pending: list[asyncio.Future[None]] = []
@@ -245,7 +276,7 @@ class TaskmasterWorker(Worker[Any]):
             attempt=job.attempts, max_attempts=job.retries, plugin=runnable.plugin,
             version=runnable.version,
             logger=logging.getLogger(f"taskmaster.fn.{job.function}"),
-            resources=self.resources_of(runnable.plugin),
+            resources=self.source.resources_of(runnable.plugin),
             _report=self._reporter(attempt, pending), _cancelled=attempt.cancelled_flag,
         )
         if function.is_async:
@@ -275,7 +306,7 @@ class TaskmasterWorker(Worker[Any]):
     async def _failed(self, attempt: _Attempt, exc: Exception) -> None:
         job, token, queue = attempt.job, attempt.claimed.token, self.tm_queue
         error = "".join(traceback.format_exception(exc))
-        final = isinstance(exc, NonRetryableError | UnknownFunctionError | InvalidPayloadError)
+        final = isinstance(exc, NonRetryableError | InvalidPayloadError)
         failed_attempts = job.attempts - attempt.claimed.stalls
         if not final and failed_attempts < job.retries:
             delay_s = retry_delay_s(job, failed_attempts)

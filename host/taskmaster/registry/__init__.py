@@ -1,6 +1,13 @@
-"""Function packages: discovery, loading, the job-type catalog."""
+"""Function packages: discovery, loading, the live catalog, drain-then-reload."""
 
-from taskmaster.registry.catalog import Catalog, CatalogEntry, load_catalog
+from taskmaster.registry.catalog import (
+    Catalog,
+    CatalogEntry,
+    FunctionState,
+    ReloadOutcome,
+    load_catalog,
+)
 from taskmaster.registry.plugins import LoadedPlugin
 
-__all__ = ["Catalog", "CatalogEntry", "LoadedPlugin", "load_catalog"]
+__all__ = ["Catalog", "CatalogEntry", "FunctionState", "LoadedPlugin", "ReloadOutcome",
+           "load_catalog"]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.metadata as stdlib_metadata
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -22,7 +24,14 @@ class Discovered:
     version: str
     entry_points: tuple[importlib_metadata.EntryPoint, ...]
     modules: frozenset[str]
-    """Top-level and sub-module names the distribution owns (to unload it later)."""
+    """Module names the distribution owns, from its RECORD (to unload exactly those)."""
+    fingerprint: str
+    """Version plus a hash of RECORD: a reinstall of the same version with new code differs."""
+    editable: bool
+
+    @property
+    def key(self) -> str:
+        return canonicalize_name(self.name)
 
 
 def refresh_caches() -> None:
@@ -42,9 +51,20 @@ def discover() -> list[Discovered]:
         name = dist.metadata["Name"]
         if not eps or not name or canonicalize_name(name) in found:
             continue
+        record = dist.read_text("RECORD") or ""
         modules = set(_owned_modules(dist.files)) | {ep.module.split(".")[0] for ep in eps}
-        found[canonicalize_name(name)] = Discovered(name, dist.version, eps, frozenset(modules))
-    return sorted(found.values(), key=lambda d: canonicalize_name(d.name))
+        found[canonicalize_name(name)] = Discovered(
+            name, dist.version, eps, frozenset(modules),
+            f"{dist.version}+{hashlib.sha256(record.encode()).hexdigest()[:12]}",
+            _is_editable(dist.read_text("direct_url.json")))
+    return sorted(found.values(), key=lambda d: d.key)
+
+
+def _is_editable(direct_url: str | None) -> bool:
+    try:
+        return bool(json.loads(direct_url or "{}").get("dir_info", {}).get("editable"))
+    except ValueError:
+        return False
 
 
 def _owned_modules(files: Iterable[importlib_metadata.IPackagePath] | None) -> list[str]:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import inspect
 import logging
+import sys
+import traceback
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any
 
 import pluggy
@@ -26,6 +29,7 @@ class LoadedPlugin:
     name: str
     version: str
     modules: frozenset[str]
+    fingerprint: str = ""
     functions: tuple[Function, ...] = ()
     error: str | None = None
     resources: dict[str, Any] = field(default_factory=dict)
@@ -54,7 +58,7 @@ class LoadedPlugin:
         try:
             await _await_all(self._pm.hook.taskmaster_on_init(ctx=self.context()))
         except Exception as exc:
-            self.reject(f"on_init failed: {type(exc).__name__}: {exc}")
+            self.reject(f"on_init failed: {_described(exc)}")
 
     async def on_shutdown(self) -> None:
         if self._pm is None or not self.ok:
@@ -68,7 +72,7 @@ class LoadedPlugin:
 
 def load_plugin(found: Discovered) -> LoadedPlugin:
     """Import a discovered distribution and collect the functions it declares."""
-    plugin = LoadedPlugin(found.name, found.version, found.modules)
+    plugin = LoadedPlugin(found.name, found.version, found.modules, found.fingerprint)
     # One manager per plugin: lifecycle hooks then reach exactly this plugin, and
     # unloading it later leaves no stale registration behind in a shared manager.
     pm = pluggy.PluginManager(hookspecs.PROJECT)
@@ -79,7 +83,7 @@ def load_plugin(found: Discovered) -> LoadedPlugin:
         pm.check_pending()
         declared = [f for batch in pm.hook.taskmaster_functions() for f in batch]
     except Exception as exc:
-        plugin.reject(f"{type(exc).__name__}: {exc}")
+        plugin.reject(_described(exc))
         return plugin
     bad = [f for f in declared if not isinstance(f, Function)]
     if bad:
@@ -95,12 +99,24 @@ def load_plugin(found: Discovered) -> LoadedPlugin:
     return plugin
 
 
+def evict_modules(names: frozenset[str]) -> dict[str, ModuleType]:
+    """Remove exactly these modules from sys.modules; return them for a possible restore."""
+    return {name: sys.modules.pop(name) for name in sorted(names, reverse=True)
+            if name in sys.modules}
+
+
 def conflict_error(job_type: str, owner: str, other: str) -> PluginLoadError:
     return PluginLoadError(
         f"job type {job_type!r} is declared by both {owner!r} and {other!r};"
         f" uninstall one of them (kept {owner!r})",
         function=job_type, distributions=[owner, other],
     )
+
+
+def _described(exc: BaseException) -> str:
+    """`Type: message`, then the traceback, for loadError."""
+    trace = "".join(traceback.format_exception(exc)).rstrip()
+    return f"{type(exc).__name__}: {exc}\n{trace}"
 
 
 async def _await_all(results: list[Awaitable[None] | None]) -> None:

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 import strawberry
 
+from taskmaster.api.schema.functions import ReloadResult
 from taskmaster.api.schema.inputs import DeadLetterFilter, SubmitJobInput
 from taskmaster.api.schema.types import Job, Priority
-from taskmaster.api.services import services
+from taskmaster.api.services import Services, services
 from taskmaster.engine.deadletters import purge_dead_letters, replay_dead_letters
-from taskmaster.errors import InvalidArgumentError
+from taskmaster.errors import ForbiddenError, InvalidArgumentError
+from taskmaster.registry.install import checked_requirement, pip_install
+from taskmaster.registry.live import broadcast_reload, wait_for_convergence
 
 Info = strawberry.Info[dict[str, Any], None]
 
@@ -41,6 +46,27 @@ class Mutation:
                                priority: Priority) -> Job:  # type: ignore[valid-type]
         return Job.of(await services(info).jobs.set_priority(str(id), priority))
 
+    @strawberry.mutation(description="Load what is installed now in every host process:"
+                         " changed functions drain, then reload; waits for the workers.")
+    async def reload_functions(self, info: Info) -> ReloadResult:
+        return await _reload(services(info), "reloadFunctions")
+
+    @strawberry.mutation(description="pip-install a function package into the host's"
+                         " environment and reload. Off unless reload.install_enabled is set:"
+                         " installing a package runs its code as the host's user.")
+    async def install_function(self, info: Info, requirement: str) -> ReloadResult:
+        svc = services(info)
+        settings = svc.settings.reload
+        if not settings.install_enabled:
+            raise ForbiddenError("installing packages through the API is disabled; set"
+                                 " TASKMASTER_RELOAD_INSTALL_ENABLED=true to allow it",
+                                 feature="installFunction")
+        checked = str(checked_requirement(requirement))
+        await asyncio.to_thread(pip_install, [checked], target=settings.install_target,
+                                index_url=settings.install_index_url,
+                                find_links=settings.install_find_links, only_binary=True)
+        return await _reload(svc, f"installFunction {checked}")
+
     @strawberry.mutation(description="Put dead letters back as fresh attempts (by ids or by"
                          " filter); returns how many were replayed.")
     async def replay_dead_letters(self, info: Info, ids: list[strawberry.ID] | None = None,
@@ -56,6 +82,15 @@ class Mutation:
         _one_of(ids, filter)
         return await purge_dead_letters(services(info).jobs, [str(i) for i in ids or []],
                                         filter.engine() if filter else None)
+
+
+async def _reload(svc: Services, reason: str) -> ReloadResult:
+    since_ms = int(time.time() * 1000)
+    await broadcast_reload(svc.redis, reason)
+    outcome = await svc.live.reload(retry_rejected=True)
+    converged, reports = await wait_for_convergence(
+        svc.redis, svc.catalog, since_ms, svc.settings.reload.drain_timeout_s + 10)
+    return ReloadResult.of(outcome, converged, svc.catalog, reports)
 
 
 def _one_of(ids: list[strawberry.ID] | None, flt: DeadLetterFilter | None) -> None:

@@ -6,11 +6,13 @@ from typing import Any
 
 import strawberry
 
+from taskmaster.api.schema.functions import FunctionInfo, PluginInfo, WorkerInfo
 from taskmaster.api.schema.inputs import JobFilter
-from taskmaster.api.schema.types import FunctionInfo, Job, JobConnection, PluginInfo, QueueInfo
+from taskmaster.api.schema.types import Job, JobConnection, QueueInfo
 from taskmaster.api.services import services
 from taskmaster.engine.listing import JobFilter as EngineFilter
 from taskmaster.engine.listing import dead_letters, list_jobs, queue_stats
+from taskmaster.registry.live import read_reports
 
 Info = strawberry.Info[dict[str, Any], None]
 
@@ -41,10 +43,18 @@ class Query:
     async def queues(self, info: Info) -> list[QueueInfo]:
         return [QueueInfo.of(stats) for stats in await queue_stats(services(info).jobs)]
 
-    @strawberry.field(description="Every job type this host can run.")
-    def functions(self, info: Info) -> list[FunctionInfo]:
-        return [FunctionInfo.of(entry) for entry in services(info).catalog.entries()]
+    @strawberry.field(description="Every job type this host can run, with the version each"
+                      " worker process runs.")
+    async def functions(self, info: Info) -> list[FunctionInfo]:
+        svc = services(info)
+        reports = await read_reports(svc.redis)
+        return [FunctionInfo.of(entry, svc.catalog, reports) for entry in svc.catalog.entries()]
 
     @strawberry.field(description="Installed function distributions, with load errors.")
     def plugins(self, info: Info) -> list[PluginInfo]:
-        return [PluginInfo.of(plugin) for plugin in services(info).catalog.plugins]
+        return PluginInfo.of(services(info).catalog)
+
+    @strawberry.field(description="Live worker processes and what they run.")
+    async def workers(self, info: Info) -> list[WorkerInfo]:
+        reports = await read_reports(services(info).redis)
+        return [WorkerInfo.of(r) for r in reports if r.role == "worker"]

@@ -11,7 +11,6 @@ from taskmaster.engine import jobs as engine_jobs
 from taskmaster.engine.history import JobEvent as EngineEvent
 from taskmaster.engine.listing import Page, QueueStats
 from taskmaster.function import Priority as FunctionPriority
-from taskmaster.registry import CatalogEntry, LoadedPlugin
 
 Priority = strawberry.enum(FunctionPriority, description="Dispatch priority of a job.")
 JobStatus = strawberry.enum(engine_jobs.JobStatus, description="Where a job is in its life.")
@@ -81,40 +80,6 @@ class Job:
             completed_at=_time(job.completed_at_ms),
             history=[JobEvent.of(e) for e in job.history],
         )
-
-
-@strawberry.type(description="A job type that can be submitted.")
-class FunctionInfo:
-    name: str
-    plugin: str = strawberry.field(description="Distribution that declares it.")
-    version: str
-    queue: str
-    priority: Priority  # type: ignore[valid-type]
-    max_attempts: int
-    timeout_seconds: float
-    description: str
-    input_schema: JSON = strawberry.field(description="JSON Schema of the payload.")
-
-    @classmethod
-    def of(cls, entry: CatalogEntry) -> FunctionInfo:
-        f = entry.function
-        return cls(name=f.name, plugin=entry.plugin, version=entry.version, queue=f.queue,
-                   priority=f.priority, max_attempts=f.max_attempts, timeout_seconds=f.timeout_s,
-                   description=f.description, input_schema=JSON(f.input_schema()))
-
-
-@strawberry.type(description="An installed function distribution.")
-class PluginInfo:
-    name: str
-    version: str
-    functions: list[str]
-    load_error: str | None = strawberry.field(
-        description="Why it is not serving, if it is not.")
-
-    @classmethod
-    def of(cls, plugin: LoadedPlugin) -> PluginInfo:
-        return cls(name=plugin.name, version=plugin.version,
-                   functions=sorted(f.name for f in plugin.functions), load_error=plugin.error)
 
 
 @strawberry.type
