@@ -133,3 +133,19 @@ async def test_lifecycle_hooks_run_in_every_worker_process(
     for worker in workers:
         assert worker.wait(30) == 0, log_of(worker)
     assert lines("shutdown") == pids
+
+
+async def test_an_editable_install_is_not_hot_reloaded_and_says_what_to_do() -> None:
+    import dataclasses
+
+    from taskmaster.registry.discovery import discover
+
+    catalog = load_catalog()
+    demo = next(d for d in discover() if d.name == "taskmaster-fn-demo")
+    edited = dataclasses.replace(demo, version="1.0.1", fingerprint="1.0.1+edited",
+                                 editable=True)
+    outcome = await catalog.sync(installed=[edited])
+    error = outcome.rejected["taskmaster-fn-demo"]
+    assert "editable mode" in error and "pip install <path>" in error
+    assert catalog.get("demo.echo").version == "1.0.0", "the loaded version keeps serving"
+    assert catalog.runnable("demo.echo") is not None

@@ -43,10 +43,15 @@ def refresh_caches() -> None:
 
 
 def discover() -> list[Discovered]:
-    """Every installed function distribution, first on sys.path wins, sorted by name."""
+    """Every installed function distribution, sorted by name.
+
+    The first sys.path entry holding a distribution wins, as for imports. Within one
+    entry, the most recently installed metadata wins: `pip install --target --upgrade`
+    replaces the package's files but leaves the old version's .dist-info beside the new.
+    """
     refresh_caches()
     found: dict[str, Discovered] = {}
-    for dist in importlib_metadata.distributions():
+    for dist in _newest_first_per_entry(importlib_metadata.distributions()):
         eps = tuple(ep for ep in dist.entry_points if ep.group == ENTRY_POINT_GROUP)
         name = dist.metadata["Name"]
         if not eps or not name or canonicalize_name(name) in found:
@@ -58,6 +63,22 @@ def discover() -> list[Discovered]:
             f"{dist.version}+{hashlib.sha256(record.encode()).hexdigest()[:12]}",
             _is_editable(dist.read_text("direct_url.json")))
     return sorted(found.values(), key=lambda d: d.key)
+
+
+def _newest_first_per_entry(dists: Iterable[importlib_metadata.IDistribution]
+                            ) -> list[importlib_metadata.IDistribution]:
+    """Keep sys.path order between entries; newest metadata first within an entry."""
+    entries: dict[str, list[tuple[float, int, importlib_metadata.IDistribution]]] = {}
+    for position, dist in enumerate(dists):
+        meta = getattr(dist, "_path", None)  # PathDistribution's .dist-info directory
+        root = str(meta.parent) if meta is not None else f"?{position}"
+        try:
+            mtime = meta.stat().st_mtime if meta is not None else 0.0
+        except OSError:
+            mtime = 0.0
+        entries.setdefault(root, []).append((-mtime, position, dist))
+    return [dist for group in entries.values() for _, _, dist in sorted(group,
+                                                                        key=lambda t: t[:2])]
 
 
 def _is_editable(direct_url: str | None) -> bool:

@@ -85,8 +85,9 @@ def pip_remove(name: str, *, target: str | None = None) -> str:
                          "--disable-pip-version-check", name], locked=True)
         for dist in importlib_metadata.distributions(path=[target]):
             if canonicalize_name(dist.metadata["Name"] or "") == canonicalize_name(name):
+                label = f"{dist.metadata['Name']} {dist.version}"  # before its files go
                 removed = _remove_files(Path(target), dist)
-                return f"removed {dist.metadata['Name']} {dist.version} ({removed} files)"
+                return f"removed {label} ({removed} files)"
     raise PluginLoadError(f"{name} is not installed in {target}")
 
 
