@@ -149,3 +149,32 @@ async def test_an_editable_install_is_not_hot_reloaded_and_says_what_to_do() -> 
     assert "editable mode" in error and "pip install <path>" in error
     assert catalog.get("demo.echo").version == "1.0.0", "the loaded version keeps serving"
     assert catalog.runnable("demo.echo") is not None
+
+
+async def test_removing_a_package_unloads_exactly_its_modules_after_on_shutdown(
+        install_package: InstallPackage, on_sys_path: AddPath, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    log = tmp_path / "lifecycle.log"
+    monkeypatch.setenv("TM_LIFECYCLE_LOG", str(log))
+    package_dir = install_package("lifecycle")
+    on_sys_path(package_dir)
+    catalog = load_catalog(initialise=True)
+    await catalog.start()
+    assert "taskmaster_fn_test_lifecycle" in sys.modules
+    drained: list[set[str]] = []
+
+    async def drain(functions: set[str]) -> None:
+        drained.append(functions)
+
+    sys.path.remove(str(package_dir))
+    outcome = await catalog.sync(drain)
+    sys.path.insert(0, str(package_dir))  # for the fixture's own cleanup
+    assert outcome.unloaded == ["taskmaster-fn-test-lifecycle 2.3.0"]
+    assert drained == [{"lifecycle.greet"}]
+    assert "taskmaster_fn_test_lifecycle" not in sys.modules
+    assert "taskmaster_fn_demo" in sys.modules, "other plugins' modules stay"
+    assert log.read_text().split()[::2] == ["init", "shutdown"]
+    with pytest.raises(UnknownFunctionError):
+        catalog.get("lifecycle.greet")

@@ -129,6 +129,9 @@ async def test_upgrade_under_load_loses_and_fails_nothing(
         assert job["result"]["resource"] == job["version"], "on_init of that version ran"
     seen = {job["version"] for job in versioned}
     assert seen == {"1.0.0", "2.0.0"}
+    by_version = host.gql("""{ jobs(filter: {function: "versioned.run", version: "1.0.0"},
+        first: 500) { edges { node { version } } } }""")["data"]["jobs"]["edges"]
+    assert len(by_version) == sum(job["version"] == "1.0.0" for job in versioned)
     starts = sorted((_started_at(job), job["version"]) for job in versioned)
     last_v1 = max(t for t, v in starts if v == "1.0.0")
     first_v2 = min(t for t, v in starts if v == "2.0.0")
