@@ -27,6 +27,10 @@ class JobEvent(msgspec.Struct, omit_defaults=True, kw_only=True):
     traceback: str | None = None
     delay_s: float | None = None
     progress: float | None = None
+    wait_ms: int | None = None
+    """On `started`: from submission to this first attempt."""
+    run_ms: int | None = None
+    """On an attempt's outcome: how long it ran."""
 
 
 _encoder = msgspec.json.Encoder()

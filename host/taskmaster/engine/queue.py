@@ -117,7 +117,7 @@ class TaskmasterQueue(RedisQueue):
                   keys.priority, keys.index, keys.idempotency, keys.idempotency_of, keys.wake],
             args=[job.key, self.serialize(job),
                   event("submitted", message=f"priority {level.value}"),
-                  level.value, delay_ms, run_at_ms, idempotency_key])
+                  level.value, delay_ms, run_at_ms, idempotency_key, job.function, self.prefix])
         return bool(created), key.decode() if isinstance(key, bytes) else str(key)
 
     async def claim(self, count: int, lease_ms: int, worker_id: str, *,
@@ -145,7 +145,8 @@ class TaskmasterQueue(RedisQueue):
         keys = self.keys
         return bool(await self.scripts.update(
             keys=[keys.job(job.key), keys.history(job.key), keys.lease],
-            args=[job.key, token, self.serialize(job), history_event or "", job.status.value]))
+            args=[job.key, token, self.serialize(job), history_event or "", job.status.value,
+                  job.function, self.prefix]))
 
     async def finish_attempt(self, job: Job, token: str, *events: bytes) -> bool:
         """Record a terminal outcome (COMPLETE, FAILED → dead letters, ABORTED)."""
@@ -156,7 +157,8 @@ class TaskmasterQueue(RedisQueue):
                   keys.priority, keys.stalls, keys.cancel, keys.dead if dead else keys.done],
             args=[job.key, token, self.serialize(job), events[0],
                   events[1] if len(events) > 1 else "",
-                  keep_ms(job, "dead" if dead else "done"), job.status.value]))
+                  keep_ms(job, "dead" if dead else "done"), job.status.value, job.function,
+                  self.prefix]))
 
     async def retry_attempt(self, job: Job, token: str, level: Priority, delay_ms: int,
                             history_event: bytes) -> bool:
@@ -164,7 +166,8 @@ class TaskmasterQueue(RedisQueue):
         return bool(await self.scripts.retry(
             keys=[keys.job(job.key), keys.history(job.key), keys.active, keys.lease,
                   keys.scheduled, keys.queued(level), keys.wake, keys.cancel],
-            args=[job.key, token, self.serialize(job), history_event, delay_ms]))
+            args=[job.key, token, self.serialize(job), history_event, delay_ms, job.function,
+                  self.prefix]))
 
     async def cancel_job(self, cancelled: Job) -> int:
         """1: cancelled now; 2: running, cancel requested; 0: already finished."""
@@ -174,7 +177,8 @@ class TaskmasterQueue(RedisQueue):
                   keys.scheduled, keys.active, keys.priority, keys.done, keys.cancel,
                   keys.suspects, keys.parked(cancelled.function)],
             args=[cancelled.key, self.serialize(cancelled), event("cancelled"),
-                  keep_ms(cancelled, "done"), event("cancel_requested")]))
+                  keep_ms(cancelled, "done"), event("cancel_requested"), cancelled.function,
+                  self.prefix]))
 
     async def set_priority(self, key: str, function: str, level: Priority,
                            old: Priority) -> int:
@@ -184,7 +188,8 @@ class TaskmasterQueue(RedisQueue):
             keys=[keys.history(key), keys.priority, *keys.all_queued, keys.scheduled,
                   keys.active, keys.suspects, keys.parked(function)],
             args=[key, level.value, event("priority_changed",
-                                          message=f"{old.value} -> {level.value}")]))
+                                          message=f"{old.value} -> {level.value}"),
+                  function, self.prefix]))
 
     async def requeue(self, job: Job, level: Priority, history_event: bytes) -> bool:
         """Put a finished job back as a fresh attempt; False if it is not finished."""
@@ -193,7 +198,8 @@ class TaskmasterQueue(RedisQueue):
         return bool(await self.scripts.requeue(
             keys=[keys.job(job.key), keys.history(job.key), keys.dead, keys.done,
                   keys.queued(level), keys.priority, keys.wake],
-            args=[job.key, self.serialize(job), history_event, level.value]))
+            args=[job.key, self.serialize(job), history_event, level.value, job.function,
+                  self.prefix]))
 
     async def park(self, job: Job, token: str, reason: str | None) -> bool:
         """Set a claimed job aside until its function can run here; no attempt is spent."""
@@ -203,7 +209,8 @@ class TaskmasterQueue(RedisQueue):
             keys=[keys.job(job.key), keys.history(job.key), keys.active, keys.lease,
                   keys.parked(job.function), keys.parked_functions],
             args=[job.key, token, self.serialize(job),
-                  event("waiting", message=reason) if reason else "", job.function]))
+                  event("waiting", message=reason) if reason else "", job.function,
+                  self.prefix]))
 
     async def unpark(self, runnable: set[str]) -> int:
         """Put back the parked jobs of every job type in `runnable`; returns how many."""
@@ -322,11 +329,16 @@ def failure_events(job: Job, error: str | None, *, dead: bool) -> list[bytes]:
     """History for a failed attempt: `failed` (+ `dead_lettered` when it was the last)."""
     events = [event("failed", attempt=job.attempts, worker=job.worker_id,
                     plugin=job.meta.get("plugin"), version=job.meta.get("version"),
-                    error=error_summary(error), traceback=traceback_tail(error))]
+                    error=error_summary(error), traceback=traceback_tail(error),
+                    run_ms=run_ms(job))]
     if dead:
         events.append(event("dead_lettered", attempt=job.attempts,
                             message=f"after {job.attempts} attempt(s)"))
     return events
+
+
+def run_ms(job: Job) -> int | None:
+    return max(0, now() - job.started) if job.started else None
 
 
 def queue_names_of(raw: Iterable[bytes]) -> list[str]:

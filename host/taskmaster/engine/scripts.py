@@ -28,10 +28,40 @@ local function wake(key)
   redis.call('LPUSH', key, 1)
   redis.call('LTRIM', key, 0, 15)
 end
+-- Metrics: per-minute buckets (kept two hours) and running totals, per function|version.
+local DURATION_BUCKETS = {5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000}
+local function count(prefix, now, field, n)
+  local bucket = prefix .. 'metrics:' .. math.floor(now / 60000)
+  redis.call('HINCRBY', bucket, field, n)
+  redis.call('EXPIRE', bucket, 7260)
+  redis.call('HINCRBY', prefix .. 'totals', field, n)
+end
+local function observe(prefix, now, field, ms)
+  local le = '+Inf'
+  for _, bound in ipairs(DURATION_BUCKETS) do
+    if ms <= bound then le = tostring(bound) break end
+  end
+  count(prefix, now, field .. ':le:' .. le, 1)
+  count(prefix, now, field .. ':count', 1)
+  count(prefix, now, field .. ':sum_ms', math.floor(ms))
+end
+-- Every history event goes to the job's history, the queue's event stream and the metrics.
+local function note(prefix, fn, id, event, now)
+  local stamped = stamp(event, now)
+  redis.call('RPUSH', prefix .. 'history:' .. id, stamped)
+  redis.call('XADD', prefix .. 'events', 'MAXLEN', '~', 100000, '*',
+             'job', id, 'fn', fn, 'event', stamped)
+  local e = cjson.decode(stamped)
+  local field = fn .. '|' .. (type(e.version) == 'string' and e.version or '') .. '|'
+  count(prefix, now, field .. e.type, 1)
+  if type(e.wait_ms) == 'number' then observe(prefix, now, field .. 'wait', e.wait_ms) end
+  if type(e.run_ms) == 'number' then observe(prefix, now, field .. 'run', e.run_ms) end
+end
 """
 
 # KEYS: job, history, queued:<level>, scheduled, priority, index, idem, idem-of, wake
-# ARGV: key, record, event, level, delay_ms, run_at_ms (0: none), idempotency key ('': none)
+# ARGV: key, record, event, level, delay_ms, run_at_ms (0: none), idempotency key ('': none),
+#       function, key prefix
 ENQUEUE = """
 local now = now_ms()
 if ARGV[7] ~= '' then
@@ -40,7 +70,7 @@ if ARGV[7] ~= '' then
 end
 if redis.call('EXISTS', KEYS[1]) == 1 then return {0, ARGV[1]} end
 redis.call('SET', KEYS[1], ARGV[2])
-redis.call('RPUSH', KEYS[2], stamp(ARGV[3], now))
+note(ARGV[9], ARGV[8], ARGV[1], ARGV[3], now)
 redis.call('HSET', KEYS[5], ARGV[1], ARGV[4])
 redis.call('ZADD', KEYS[6], now, ARGV[1])
 if ARGV[7] ~= '' then
@@ -118,11 +148,12 @@ redis.call('HSET', KEYS[9], 'CRITICAL', c[1], 'HIGH', c[2], 'NORMAL', c[3], 'LOW
 return {out, wait, suspects}
 """
 
-# KEYS: job, history, lease   ARGV: key, token, record, event ('': none), status
+# KEYS: job, history, lease
+# ARGV: key, token, record, event ('': none), status, function, key prefix
 UPDATE = """
 if redis.call('HGET', KEYS[3], ARGV[1]) ~= ARGV[2] then return 0 end
 redis.call('SET', KEYS[1], ARGV[3])
-if ARGV[4] ~= '' then redis.call('RPUSH', KEYS[2], stamp(ARGV[4], now_ms())) end
+if ARGV[4] ~= '' then note(ARGV[7], ARGV[6], ARGV[1], ARGV[4], now_ms()) end
 redis.call('PUBLISH', KEYS[1], ARGV[5])
 return 1
 """
@@ -144,22 +175,22 @@ return lost
 
 # KEYS: job, history, active, lease, priority, stalls, cancel, done-or-dead
 # ARGV: key, token ('': the caller already owns the job), record, event, second event
-#       ('': none), keep_ms, status
+#       ('': none), keep_ms, status, function, key prefix
 FINISH = """
 local now = now_ms()
 if ARGV[2] ~= '' and redis.call('HGET', KEYS[4], ARGV[1]) ~= ARGV[2] then return 0 end
 redis.call('ZREM', KEYS[3], ARGV[1])
 for i = 4, 7 do redis.call('HDEL', KEYS[i], ARGV[1]) end
 redis.call('SET', KEYS[1], ARGV[3])
-redis.call('RPUSH', KEYS[2], stamp(ARGV[4], now))
-if ARGV[5] ~= '' then redis.call('RPUSH', KEYS[2], stamp(ARGV[5], now)) end
+note(ARGV[9], ARGV[8], ARGV[1], ARGV[4], now)
+if ARGV[5] ~= '' then note(ARGV[9], ARGV[8], ARGV[1], ARGV[5], now) end
 redis.call('ZADD', KEYS[8], now + tonumber(ARGV[6]), ARGV[1])
 redis.call('PUBLISH', KEYS[1], ARGV[7])
 return 1
 """
 
 # KEYS: job, history, active, lease, scheduled, queued:<level>, wake, cancel
-# ARGV: key, token, record, event, delay_ms
+# ARGV: key, token, record, event, delay_ms, function, key prefix
 RETRY = """
 local now = now_ms()
 if redis.call('HGET', KEYS[4], ARGV[1]) ~= ARGV[2] then return 0 end
@@ -167,7 +198,7 @@ redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('HDEL', KEYS[4], ARGV[1])
 redis.call('HDEL', KEYS[8], ARGV[1])
 redis.call('SET', KEYS[1], ARGV[3])
-redis.call('RPUSH', KEYS[2], stamp(ARGV[4], now))
+note(ARGV[7], ARGV[6], ARGV[1], ARGV[4], now)
 local delay = tonumber(ARGV[5])
 if delay > 0 then
   redis.call('ZADD', KEYS[5], now + delay, ARGV[1])
@@ -181,7 +212,8 @@ return 1
 
 # KEYS: job, history, queued:CRITICAL..LOW (4), scheduled, active, priority, done, cancel,
 #       suspects, parked:<function>
-# ARGV: key, cancelled record, cancelled event, keep_ms, cancel-requested event
+# ARGV: key, cancelled record, cancelled event, keep_ms, cancel-requested event, function,
+#       key prefix
 # Returns 1 cancelled now, 2 running (cancel requested), 0 not cancellable.
 CANCEL = """
 local now = now_ms()
@@ -191,14 +223,14 @@ for i = 3, 6 do removed = removed + redis.call('LREM', KEYS[i], 0, ARGV[1]) end
 if removed > 0 then
   redis.call('HDEL', KEYS[9], ARGV[1])
   redis.call('SET', KEYS[1], ARGV[2])
-  redis.call('RPUSH', KEYS[2], stamp(ARGV[3], now))
+  note(ARGV[7], ARGV[6], ARGV[1], ARGV[3], now)
   redis.call('ZADD', KEYS[10], now + tonumber(ARGV[4]), ARGV[1])
   redis.call('PUBLISH', KEYS[1], 'aborted')
   return 1
 end
 if redis.call('ZSCORE', KEYS[8], ARGV[1]) then
   if redis.call('HSETNX', KEYS[11], ARGV[1], 1) == 1 then
-    redis.call('RPUSH', KEYS[2], stamp(ARGV[5], now))
+    note(ARGV[7], ARGV[6], ARGV[1], ARGV[5], now)
   end
   return 2
 end
@@ -207,7 +239,7 @@ return 0
 
 # KEYS: history, priority, queued:CRITICAL..LOW (4), scheduled, active, suspects,
 #       parked:<function>
-# ARGV: key, new level, event
+# ARGV: key, new level, event, function, key prefix
 # Returns 1 moved, 2 unchanged, -1 running, 0 finished or unknown.
 SET_PRIORITY = """
 local old = redis.call('HGET', KEYS[2], ARGV[1])
@@ -221,19 +253,19 @@ if not waiting then
   redis.call('RPUSH', KEYS[2 + LEVEL_INDEX[ARGV[2]]], ARGV[1])
 end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-redis.call('RPUSH', KEYS[1], stamp(ARGV[3], now_ms()))
+note(ARGV[5], ARGV[4], ARGV[1], ARGV[3], now_ms())
 return 1
 """
 
 # KEYS: job, history, active, lease, parked:<function>, parked-functions
-# ARGV: key, token, record, event ('': none), function
+# ARGV: key, token, record, event ('': none), function, key prefix
 # Sets a claimed job aside until a worker can run its function; its attempt is not spent.
 PARK = """
 if redis.call('HGET', KEYS[4], ARGV[1]) ~= ARGV[2] then return 0 end
 redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('HDEL', KEYS[4], ARGV[1])
 redis.call('SET', KEYS[1], ARGV[3])
-if ARGV[4] ~= '' then redis.call('RPUSH', KEYS[2], stamp(ARGV[4], now_ms())) end
+if ARGV[4] ~= '' then note(ARGV[6], ARGV[5], ARGV[1], ARGV[4], now_ms()) end
 redis.call('RPUSH', KEYS[5], ARGV[1])
 redis.call('SADD', KEYS[6], ARGV[5])
 return 1
@@ -257,14 +289,14 @@ return moved
 """
 
 # KEYS: job, history, dead, done, queued:<level>, priority, wake
-# ARGV: key, record, event, level
+# ARGV: key, record, event, level, function, key prefix
 # Puts a finished job back in its queue; 0 if it is not finished (or already requeued).
 REQUEUE = """
 if redis.call('ZREM', KEYS[3], ARGV[1]) + redis.call('ZREM', KEYS[4], ARGV[1]) == 0 then
   return 0
 end
 redis.call('SET', KEYS[1], ARGV[2])
-redis.call('RPUSH', KEYS[2], stamp(ARGV[3], now_ms()))
+note(ARGV[6], ARGV[5], ARGV[1], ARGV[3], now_ms())
 redis.call('HSET', KEYS[6], ARGV[1], ARGV[4])
 redis.call('RPUSH', KEYS[5], ARGV[1])
 wake(KEYS[7])
@@ -334,9 +366,11 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0
     table.insert(poison, {id, stalls})
   else
     redis.call('RPUSH', KEYS[5], id)
-    redis.call('RPUSH', ARGV[2] .. 'history:' .. id, '{"at_ms":' .. now ..
-      ',"type":"recovered","message":"the worker running it stopped renewing its lease' ..
-      ' (stall ' .. stalls .. ' of ' .. ARGV[1] .. ' allowed); requeued"}')
+    local record = redis.call('GET', ARGV[2] .. 'job:' .. id)
+    local fn = record and cjson.decode(record)['function'] or ''
+    note(ARGV[2], fn, id, '{"type":"recovered","message":"the worker running it stopped' ..
+      ' renewing its lease (stall ' .. stalls .. ' of ' .. ARGV[1] .. ' allowed); requeued"}',
+      now)
     redis.call('PUBLISH', ARGV[2] .. 'job:' .. id, 'queued')
     table.insert(requeued, id)
   end

@@ -31,7 +31,7 @@ from taskmaster.engine.dispatch import Dispatcher
 from taskmaster.engine.history import error_summary, event, traceback_tail
 from taskmaster.engine.jobs import public_id
 from taskmaster.engine.lease import LeaseKeeper
-from taskmaster.engine.queue import Claimed, TaskmasterQueue, failure_events
+from taskmaster.engine.queue import Claimed, TaskmasterQueue, failure_events, run_ms
 from taskmaster.engine.retry import retry_delay_s
 from taskmaster.errors import InvalidPayloadError, NonRetryableError
 from taskmaster.function import Function
@@ -188,7 +188,9 @@ class TaskmasterWorker(Worker[Any]):
         self._attempts[job.key] = attempt
         self._begin(claimed, runnable)
         started = event("started", attempt=job.attempts, worker=self.id,
-                        plugin=job.meta.get("plugin"), version=job.meta.get("version"))
+                        plugin=job.meta.get("plugin"), version=job.meta.get("version"),
+                        wait_ms=max(0, job.started - job.queued)
+                        if job.attempts == 1 and job.queued else None)
         self.leases.hold(self.tm_queue.name, job.key, claimed.token)
         try:
             if not await self.tm_queue.record(job, claimed.token, started):
@@ -262,7 +264,8 @@ class TaskmasterWorker(Worker[Any]):
         job.status, job.result, job.progress, job.completed = (
             Status.COMPLETE, result, 1.0, now())
         if not await queue.finish_attempt(job, token, event(
-                "completed", attempt=job.attempts, worker=self.id)):
+                "completed", attempt=job.attempts, worker=self.id, plugin=runnable.plugin,
+                version=runnable.version, run_ms=run_ms(job))):
             logger.warning("discarded the result of job %s: its lease went to another worker",
                            job.key, extra={"job_id": job.key})
 
@@ -313,8 +316,11 @@ class TaskmasterWorker(Worker[Any]):
             job.status, job.error = Status.QUEUED, error
             await queue.retry_attempt(job, token, attempt.claimed.level, int(delay_s * 1000),
                                       event("retry_scheduled", attempt=job.attempts,
-                                            worker=self.id, error=error_summary(error),
-                                            traceback=traceback_tail(error), delay_s=delay_s))
+                                            worker=self.id, plugin=job.meta.get("plugin"),
+                                            version=job.meta.get("version"),
+                                            error=error_summary(error),
+                                            traceback=traceback_tail(error), delay_s=delay_s,
+                                            run_ms=run_ms(job)))
             return
         job.status, job.error, job.completed = Status.FAILED, error, now()
         if not await queue.finish_attempt(job, token, *failure_events(job, error, dead=True)):
