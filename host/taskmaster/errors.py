@@ -9,6 +9,7 @@ TaskmasterError            code
 ├── UnknownFunctionError   UNKNOWN_FUNCTION
 ├── InvalidPayloadError    INVALID_PAYLOAD
 ├── InvalidArgumentError   INVALID_ARGUMENT
+├── BatchInvalidError      INVALID_BATCH   (submitJobs: per-item errors, nothing stored)
 ├── JobNotFoundError       NOT_FOUND
 ├── JobStateError          CONFLICT
 ├── JobFailedError         JOB_FAILED      (CLI: a job waited for ended unsuccessfully)
@@ -76,6 +77,12 @@ class InvalidPayloadError(TaskmasterError):
             function=function,
             field=field,
         )
+
+
+class BatchInvalidError(TaskmasterError):
+    """Some items of a batch are invalid; `details["errors"]` lists each with its index."""
+
+    code = "INVALID_BATCH"
 
 
 class InvalidArgumentError(TaskmasterError):

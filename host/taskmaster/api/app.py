@@ -8,15 +8,18 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from litestar import Litestar, get
+from litestar import Litestar, Response, get
 from litestar.datastructures import State
 from litestar.static_files import create_static_files_router
+from redis.exceptions import RedisError
 from strawberry.litestar import make_graphql_controller
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
 from taskmaster.api.graphiql import STATIC_DIR, STATIC_PATH, offline_graphiql_html
+from taskmaster.api.prometheus import exposition
 from taskmaster.api.schema import create_schema
 from taskmaster.api.services import Services
+from taskmaster.engine.events import EventHub
 from taskmaster.engine.jobs import JobClient, Retention
 from taskmaster.errors import ConfigError
 from taskmaster.registry import load_catalog
@@ -63,13 +66,16 @@ def create_app(settings: Settings) -> Litestar:
         catalog = load_catalog()
         live = LiveFunctions(catalog, redis, settings.reload, role="api",
                              process_id=f"api-{uuid.uuid4().hex[:12]}")
+        hub = EventHub(jobs)
         try:
             await check_store(redis, redis_url)
             await live.start()
+            hub.start()
             app.state.services = Services(settings=settings, redis=redis, catalog=catalog,
-                                          jobs=jobs, live=live)
+                                          jobs=jobs, live=live, hub=hub)
             yield
         finally:
+            await hub.stop()
             await live.stop()
             await jobs.close()
             await redis.aclose()
@@ -92,11 +98,29 @@ def create_app(settings: Settings) -> Litestar:
             return offline_graphiql_html()
 
     @get("/healthz")
-    async def healthz(state: State) -> dict[str, str]:
-        await state.services.redis.ping()
+    async def healthz() -> dict[str, str]:
+        """The process is alive."""
         return {"status": "ok"}
 
-    handlers: list[Any] = [GraphQLController, healthz]
+    @get("/readyz")
+    async def readyz(state: State) -> Response[dict[str, Any]]:
+        """The store answers and functions are loaded: ready for traffic."""
+        services: Services = state.services
+        problems = []
+        try:
+            await services.redis.ping()  # type: ignore[misc]
+        except RedisError as exc:
+            problems.append(f"store unreachable: {exc}")
+        if not services.catalog.entries():
+            problems.append("no functions loaded")
+        body = {"status": "ready" if not problems else "not ready", "problems": problems}
+        return Response(body, status_code=200 if not problems else 503)
+
+    @get("/metrics", media_type="text/plain; version=0.0.4; charset=utf-8")
+    async def prometheus_metrics(state: State) -> str:
+        return await exposition(state.services.jobs)
+
+    handlers: list[Any] = [GraphQLController, healthz, readyz, prometheus_metrics]
     if settings.api.graphiql:
         handlers.append(create_static_files_router(path=STATIC_PATH, directories=[STATIC_DIR]))
     return Litestar(route_handlers=handlers, lifespan=[lifespan],

@@ -8,6 +8,7 @@ from typing import Any
 import strawberry
 from redis.asyncio import Redis
 
+from taskmaster.engine.events import EventHub
 from taskmaster.engine.jobs import JobClient
 from taskmaster.registry import Catalog
 from taskmaster.registry.live import LiveFunctions
@@ -21,6 +22,7 @@ class Services:
     catalog: Catalog
     jobs: JobClient
     live: LiveFunctions
+    hub: EventHub
 
 
 def services(info: strawberry.Info[dict[str, Any], None]) -> Services:

@@ -17,10 +17,12 @@ from taskmaster.engine.history import JobEvent, decode_events, error_summary, ev
 from taskmaster.engine.keys import QUEUES_KEY
 from taskmaster.engine.queue import TaskmasterQueue
 from taskmaster.errors import (
+    BatchInvalidError,
     InvalidArgumentError,
     JobNotFoundError,
     JobStateError,
     StoreUnavailableError,
+    TaskmasterError,
 )
 from taskmaster.function import QUEUE_NAME, Function, Priority, check_queue_name
 
@@ -29,6 +31,7 @@ MAX_ATTEMPTS = 100
 MAX_TIMEOUT_S = 7 * 24 * 3600.0
 MAX_RETRY_DELAY_S = 24 * 3600.0
 MAX_IDEMPOTENCY_KEY = 256
+MAX_BATCH = 1000
 QUEUE_REGISTER_S = 30.0
 """How often a client re-records the queues it uses (cheap insurance against a reset)."""
 
@@ -151,6 +154,45 @@ class JobClient:
                 f"idempotency key {key!r} was used for job {view.id} with another"
                 " function or payload", id=view.id)
         return view
+
+    async def submit_many(self, items: list[tuple[Function, str, str, Any, SubmitOptions]]
+                          ) -> list[JobView]:
+        """Validate every item first (BatchInvalidError lists each problem), then enqueue
+        each queue's jobs in one transaction."""
+        if not 1 <= len(items) <= MAX_BATCH:
+            raise InvalidArgumentError("inputs", f"give 1 to {MAX_BATCH} jobs, got {len(items)}")
+        built: list[tuple[TaskmasterQueue, tuple[Job, Priority, int, int, str]]] = []
+        problems = []
+        for index, (function, plugin, version, payload, options) in enumerate(items):
+            try:
+                function.parse_input(payload)
+                queue = self.queue(options.queue or function.queue)
+                built.append((queue, self._build(function, plugin, version, payload, options)))
+            except TaskmasterError as exc:
+                problems.append({"index": index, "code": exc.code, "message": exc.message})
+        if problems:
+            raise BatchInvalidError(
+                f"{len(problems)} of {len(items)} jobs are invalid; none was submitted"
+                f" (first: #{problems[0]['index']}: {problems[0]['message']})",
+                errors=problems)
+        by_queue: dict[str, list[int]] = {}
+        for index, (queue, _) in enumerate(built):
+            by_queue.setdefault(queue.name, []).append(index)
+        ids: list[str] = [""] * len(built)
+        try:
+            for name, indexes in by_queue.items():
+                queue = self.queue(name)
+                await self.redis.sadd(QUEUES_KEY, name)  # type: ignore[misc]
+                results = await queue.submit_many([built[i][1] for i in indexes])
+                for i, (_, key) in zip(indexes, results, strict=True):
+                    ids[i] = key
+        except RedisError as exc:
+            raise StoreUnavailableError(f"could not store the jobs: {exc}") from None
+        views = []
+        for name, indexes in by_queue.items():
+            found = await self.views(name, [ids[i] for i in indexes])
+            views += [(i, v) for i, v in zip(indexes, found, strict=True)]
+        return [v for _, v in sorted(views, key=lambda t: t[0]) if v is not None]
 
     def _build(self, function: Function, plugin: str, version: str, payload: Any,
                options: SubmitOptions) -> tuple[Job, Priority, int, int, str]:

@@ -107,6 +107,20 @@ class QueueKeys:
         return self.key("swrr")
 
     @property
+    def events(self) -> str:
+        """STREAM of every history event of the queue's jobs (capped)."""
+        return self.key("events")
+
+    def metrics(self, minute: int) -> str:
+        """HASH of counts for one minute: `function|version|counter` → n (kept 2 hours)."""
+        return self.key(f"metrics:{minute}")
+
+    @property
+    def totals(self) -> str:
+        """HASH of the same counts since the queue began (Prometheus counters)."""
+        return self.key("totals")
+
+    @property
     def wake(self) -> str:
         """LIST of tokens that wake fetch loops blocked on an empty queue."""
         return self.key("wake")

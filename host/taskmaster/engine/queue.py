@@ -120,6 +120,28 @@ class TaskmasterQueue(RedisQueue):
                   level.value, delay_ms, run_at_ms, idempotency_key, job.function, self.prefix])
         return bool(created), key.decode() if isinstance(key, bytes) else str(key)
 
+    async def submit_many(self, jobs: list[tuple[Job, Priority, int, int, str]]
+                          ) -> list[tuple[bool, str]]:
+        """Enqueue a batch in one transaction (one round trip): all of them or none."""
+        keys = self.keys
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for job, level, delay_ms, run_at_ms, idempotency_key in jobs:
+                job.queue = self
+                job.status = Status.QUEUED
+                job.queued = job.queued or now()
+                await self.scripts.enqueue(
+                    keys=[keys.job(job.key), keys.history(job.key), keys.queued(level),
+                          keys.scheduled, keys.priority, keys.index, keys.idempotency,
+                          keys.idempotency_of, keys.wake],
+                    args=[job.key, self.serialize(job),
+                          event("submitted", message=f"priority {level.value}"),
+                          level.value, delay_ms, run_at_ms, idempotency_key, job.function,
+                          self.prefix],
+                    client=pipe)
+            replies = await pipe.execute()
+        return [(bool(created), key.decode() if isinstance(key, bytes) else str(key))
+                for created, key in replies]
+
     async def claim(self, count: int, lease_ms: int, worker_id: str, *,
                     idle: bool = False) -> Claim:
         """Lease up to `count` jobs, fairly across priorities.

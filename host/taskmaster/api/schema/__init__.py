@@ -8,6 +8,7 @@ from strawberry.extensions import MaxAliasesLimiter, MaxTokensLimiter, QueryDept
 from taskmaster.api.errors import ErrorCodes, TaskmasterSchema
 from taskmaster.api.schema.mutations import Mutation
 from taskmaster.api.schema.queries import Query
+from taskmaster.api.schema.subscriptions import Subscription
 
 MAX_DEPTH = 10
 MAX_ALIASES = 30
@@ -18,6 +19,7 @@ def create_schema() -> strawberry.Schema:
     return TaskmasterSchema(
         query=Query,
         mutation=Mutation,
+        subscription=Subscription,
         # Factories, not instances: each request gets fresh extension state.
         extensions=[
             ErrorCodes,

@@ -13,7 +13,12 @@ from taskmaster.api.schema.inputs import DeadLetterFilter, SubmitJobInput
 from taskmaster.api.schema.types import Job, Priority
 from taskmaster.api.services import Services, services
 from taskmaster.engine.deadletters import purge_dead_letters, replay_dead_letters
-from taskmaster.errors import ForbiddenError, InvalidArgumentError
+from taskmaster.errors import (
+    BatchInvalidError,
+    ForbiddenError,
+    InvalidArgumentError,
+    TaskmasterError,
+)
 from taskmaster.registry.install import checked_requirement, pip_install
 from taskmaster.registry.live import broadcast_reload, wait_for_convergence
 
@@ -30,6 +35,26 @@ class Mutation:
         view = await svc.jobs.submit(entry.function, entry.plugin, entry.version,
                                      input.payload, input.options())
         return Job.of(view)
+
+    @strawberry.mutation(description="Submit up to 1,000 jobs at once: every one is"
+                         " validated first and either all are enqueued or none (INVALID_BATCH"
+                         " lists each problem with its index).")
+    async def submit_jobs(self, info: Info, inputs: list[SubmitJobInput]) -> list[Job]:
+        svc = services(info)
+        items = []
+        problems = []
+        for index, item in enumerate(inputs):
+            try:
+                entry = svc.catalog.get(item.function)
+                items.append((entry.function, entry.plugin, entry.version, item.payload,
+                              item.options()))
+            except TaskmasterError as exc:
+                problems.append({"index": index, "code": exc.code, "message": exc.message})
+        if problems:
+            raise BatchInvalidError(f"{len(problems)} of {len(inputs)} jobs are invalid; none"
+                                    f" was submitted (first: #{problems[0]['index']}:"
+                                    f" {problems[0]['message']})", errors=problems)
+        return [Job.of(view) for view in await svc.jobs.submit_many(items)]
 
     @strawberry.mutation(description="Cancel a queued or scheduled job at once; a running"
                          " one is asked to stop and ends CANCELLED. Never retried.")

@@ -8,10 +8,12 @@ import strawberry
 
 from taskmaster.api.schema.functions import FunctionInfo, PluginInfo, WorkerInfo
 from taskmaster.api.schema.inputs import JobFilter
-from taskmaster.api.schema.types import Job, JobConnection, QueueInfo
+from taskmaster.api.schema.types import Job, JobConnection, MetricPoint, QueueInfo
 from taskmaster.api.services import services
+from taskmaster.engine import metrics
 from taskmaster.engine.listing import JobFilter as EngineFilter
 from taskmaster.engine.listing import dead_letters, list_jobs, queue_stats
+from taskmaster.errors import InvalidArgumentError
 from taskmaster.registry.live import read_reports
 
 Info = strawberry.Info[dict[str, Any], None]
@@ -39,9 +41,23 @@ class Query:
         return JobConnection.of(await dead_letters(services(info).jobs, engine_filter, first,
                                                    after))
 
-    @strawberry.field(description="Every queue with its depths.")
+    @strawberry.field(description="Every queue with its depths and recent rates.")
     async def queues(self, info: Info) -> list[QueueInfo]:
-        return [QueueInfo.of(stats) for stats in await queue_stats(services(info).jobs)]
+        svc = services(info)
+        return [QueueInfo.of(stats, await metrics.series(svc.redis, [stats.name], 5))
+                for stats in await queue_stats(svc.jobs)]
+
+    @strawberry.field(description="Per-minute job counts and durations for charts (all"
+                      " queues, or one; all functions, or one), at most 120 minutes back.")
+    async def metrics(self, info: Info, queue: str | None = None, function: str | None = None,
+                      window_minutes: int = 60) -> list[MetricPoint]:
+        if not 1 <= window_minutes <= metrics.MAX_WINDOW_MIN:
+            raise InvalidArgumentError("windowMinutes", "must be between 1 and"
+                                       f" {metrics.MAX_WINDOW_MIN}, got {window_minutes}")
+        svc = services(info)
+        queues = [queue] if queue else await svc.jobs.queue_names()
+        points = await metrics.series(svc.redis, queues, window_minutes, function=function)
+        return [MetricPoint.of(at, tally) for at, tally in points]
 
     @strawberry.field(description="Every job type this host can run, with the version each"
                       " worker process runs.")

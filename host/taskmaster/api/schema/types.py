@@ -8,8 +8,10 @@ import strawberry
 from strawberry.scalars import JSON
 
 from taskmaster.engine import jobs as engine_jobs
+from taskmaster.engine.events import StreamEvent
 from taskmaster.engine.history import JobEvent as EngineEvent
 from taskmaster.engine.listing import Page, QueueStats
+from taskmaster.engine.metrics import Tally
 from taskmaster.function import Priority as FunctionPriority
 
 Priority = strawberry.enum(FunctionPriority, description="Dispatch priority of a job.")
@@ -33,13 +35,31 @@ class JobEvent:
     error: str | None
     delay_seconds: float | None
     progress: float | None
+    wait_ms: int | None = strawberry.field(description="On `started`: time since submission.")
+    run_ms: int | None = strawberry.field(description="On an outcome: how long it ran.")
+    id: str | None = strawberry.field(
+        default=None, description="In jobEvents: the cursor to pass as `since` to resume.")
+    job_id: strawberry.ID | None = None
+    queue: str | None = None
+    function: str | None = None
+    status: JobStatus | None = strawberry.field(  # type: ignore[valid-type]
+        default=None, description="In jobEvents: the job's status after this event.")
 
     @classmethod
     def of(cls, event: EngineEvent) -> JobEvent:
         return cls(type=event.type, at=datetime.fromtimestamp(event.at_ms / 1000, tz=UTC),
                    attempt=event.attempt, worker=event.worker, plugin=event.plugin,
                    version=event.version, message=event.message, error=event.error,
-                   delay_seconds=event.delay_s, progress=event.progress)
+                   delay_seconds=event.delay_s, progress=event.progress,
+                   wait_ms=event.wait_ms, run_ms=event.run_ms)
+
+    @classmethod
+    def of_stream(cls, item: StreamEvent) -> JobEvent:
+        event = cls.of(item.event)
+        event.id, event.job_id, event.queue = item.id, strawberry.ID(item.job_id), item.queue
+        event.function = item.function
+        event.status = item.status  # type: ignore[assignment]  # strawberry enum of JobStatus
+        return event
 
 
 @strawberry.type(description="A job: one execution request of a function, and its outcome.")
@@ -124,11 +144,63 @@ class QueueInfo:
     dead_lettered: int
     retained_finished: int = strawberry.field(
         description="Completed and cancelled jobs kept for their retention period.")
+    completed_per_minute: int = strawberry.field(
+        default=0, description="Completed in the last full minute.")
+    failed_per_minute: int = strawberry.field(
+        default=0, description="Failed attempts (retried or final) in the last full minute.")
+    wait_p50_ms: float | None = strawberry.field(
+        default=None, description="Submission to start, last 5 minutes (bucket upper bound).")
+    wait_p95_ms: float | None = None
+    wait_p99_ms: float | None = None
 
     @classmethod
-    def of(cls, stats: QueueStats) -> QueueInfo:
+    def of(cls, stats: QueueStats, recent: list[tuple[int, Tally]] | None = None) -> QueueInfo:
         by = {level.value.lower(): count for level, count in stats.queued.items()}
-        return cls(name=stats.name, queued=sum(stats.queued.values()),
+        info = cls(name=stats.name, queued=sum(stats.queued.values()),
                    queued_by_priority=PriorityCounts(**by), active=stats.active,
                    scheduled=stats.scheduled, dead_lettered=stats.dead_lettered,
                    retained_finished=stats.retained_finished)
+        if recent:
+            last_full = recent[-2][1] if len(recent) > 1 else recent[-1][1]
+            info.completed_per_minute = last_full.counts.get("completed", 0)
+            info.failed_per_minute = last_full.counts.get("failed", 0) + \
+                last_full.counts.get("retry_scheduled", 0)
+            window = Tally()
+            for _, tally in recent:
+                window.merge(tally)
+            info.wait_p50_ms = window.percentile("wait", 0.5)
+            info.wait_p95_ms = window.percentile("wait", 0.95)
+            info.wait_p99_ms = window.percentile("wait", 0.99)
+        return info
+
+
+@strawberry.type(description="Job counts and durations of one minute.")
+class MetricPoint:
+    at: datetime
+    submitted: int
+    started: int
+    completed: int
+    failed: int
+    retried: int
+    dead_lettered: int
+    cancelled: int
+    wait_p50_ms: float | None
+    wait_p95_ms: float | None
+    wait_p99_ms: float | None
+    run_p50_ms: float | None
+    run_p95_ms: float | None
+    run_p99_ms: float | None
+
+    @classmethod
+    def of(cls, at_s: int, tally: Tally) -> MetricPoint:
+        c = tally.counts
+        return cls(at=datetime.fromtimestamp(at_s, tz=UTC), submitted=c.get("submitted", 0),
+                   started=c.get("started", 0), completed=c.get("completed", 0),
+                   failed=c.get("failed", 0), retried=c.get("retry_scheduled", 0),
+                   dead_lettered=c.get("dead_lettered", 0), cancelled=c.get("cancelled", 0),
+                   wait_p50_ms=tally.percentile("wait", 0.5),
+                   wait_p95_ms=tally.percentile("wait", 0.95),
+                   wait_p99_ms=tally.percentile("wait", 0.99),
+                   run_p50_ms=tally.percentile("run", 0.5),
+                   run_p95_ms=tally.percentile("run", 0.95),
+                   run_p99_ms=tally.percentile("run", 0.99))

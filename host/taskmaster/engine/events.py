@@ -1,0 +1,199 @@
+"""The job event firehose: every queue's event stream, read once per process and fanned out.
+
+Stream ids come from the store's clock, so they order events across queues too; an event's
+id is the cursor a client passes as `since` to resume. Each subscriber has a bounded buffer:
+one that falls too far behind is dropped with SubscriberTooSlowError rather than slowing the
+others or growing without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+from redis.exceptions import RedisError
+
+from taskmaster.engine.history import JobEvent, decode_events
+from taskmaster.engine.jobs import JobClient, JobStatus, public_id
+from taskmaster.engine.keys import QueueKeys
+from taskmaster.errors import InvalidArgumentError, TaskmasterError
+
+logger = logging.getLogger(__name__)
+
+BUFFER = 1000
+READ_BLOCK_MS = 1000
+READ_COUNT = 500
+QUEUE_REFRESH_S = 1.0
+
+STATUS_OF_EVENT = {
+    "submitted": JobStatus.QUEUED, "started": JobStatus.ACTIVE, "progress": JobStatus.ACTIVE,
+    "retry_scheduled": JobStatus.SCHEDULED, "completed": JobStatus.COMPLETE,
+    "failed": JobStatus.FAILED, "dead_lettered": JobStatus.FAILED,
+    "cancelled": JobStatus.CANCELLED, "replayed": JobStatus.QUEUED,
+    "retried": JobStatus.QUEUED, "recovered": JobStatus.QUEUED, "requeued": JobStatus.QUEUED,
+    "waiting": JobStatus.QUEUED,
+}
+
+
+class SubscriberTooSlowError(TaskmasterError):
+    code = "TOO_SLOW"
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    id: str
+    """The stream id: the cursor to resume after this event."""
+    queue: str
+    job_key: str
+    function: str
+    event: JobEvent
+
+    @property
+    def job_id(self) -> str:
+        return public_id(self.queue, self.job_key)
+
+    @property
+    def status(self) -> JobStatus | None:
+        return STATUS_OF_EVENT.get(self.event.type)
+
+
+Match = Callable[[StreamEvent], bool]
+
+
+class Subscription:
+    def __init__(self, hub: EventHub, match: Match) -> None:
+        self.hub = hub
+        self.match = match
+        self.buffer: asyncio.Queue[StreamEvent | None] = asyncio.Queue(BUFFER)
+        self.overflowed = False
+
+    def offer(self, event: StreamEvent) -> None:
+        if self.overflowed or not self.match(event):
+            return
+        try:
+            self.buffer.put_nowait(event)
+        except asyncio.QueueFull:
+            self.overflowed = True
+            self.hub.unsubscribe(self)
+            with contextlib.suppress(asyncio.QueueFull):
+                self.buffer.get_nowait()
+                self.buffer.put_nowait(None)
+
+    async def next(self) -> StreamEvent:
+        item = await self.buffer.get()
+        if item is None:
+            raise SubscriberTooSlowError(
+                f"this subscription fell more than {BUFFER} events behind and was closed;"
+                " resubscribe with `since` set to the last event id you received")
+        return item
+
+
+class EventHub:
+    """One reader of all queues' event streams per process; subscribers filter in memory."""
+
+    def __init__(self, jobs: JobClient) -> None:
+        self.jobs = jobs
+        self._subscribers: set[Subscription] = set()
+        self._positions: dict[str, str] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._queues_checked = 0.0
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    def subscribe(self, match: Match) -> Subscription:
+        subscription = Subscription(self, match)
+        self._subscribers.add(subscription)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        self._subscribers.discard(subscription)
+
+    async def _run(self) -> None:
+        redis = self.jobs.redis
+        while True:
+            try:
+                await self._refresh_queues()
+                if not self._positions:
+                    await asyncio.sleep(QUEUE_REFRESH_S)
+                    continue
+                streams = {QueueKeys(q).events: pos for q, pos in self._positions.items()}
+                replies = await redis.xread(streams, count=READ_COUNT,  # type: ignore[arg-type]
+                                            block=READ_BLOCK_MS)
+            except RedisError as exc:
+                logger.warning("reading job events failed (%s); retrying", exc)
+                await asyncio.sleep(1.0)
+                continue
+            events = [event for stream, entries in replies or []
+                      for event in _parse(stream.decode(), entries)]
+            for event in sorted(events, key=lambda e: _order(e.id)):
+                self._positions[event.queue] = event.id
+                for subscriber in list(self._subscribers):
+                    subscriber.offer(event)
+
+    async def _refresh_queues(self) -> None:
+        if time.monotonic() - self._queues_checked < QUEUE_REFRESH_S:
+            return
+        self._queues_checked = time.monotonic()
+        for queue in await self.jobs.queue_names():
+            # A queue seen for the first time is followed from now on; `since` reads
+            # its past directly from the stream.
+            self._positions.setdefault(queue, f"{int(time.time() * 1000)}-0")
+
+
+async def backlog(jobs: JobClient, queues: list[str], since: str) -> list[StreamEvent]:
+    """Events after `since`, oldest first, from every given queue's stream."""
+    start = _order(since)  # validates
+    found: list[StreamEvent] = []
+    for queue in queues:
+        entries = await jobs.redis.xrange(QueueKeys(queue).events,
+                                          min=f"({start[0]}-{start[1]}", max="+")
+        found += _parse(QueueKeys(queue).events, entries)
+    return sorted(found, key=lambda e: _order(e.id))
+
+
+async def follow(hub: EventHub, queues: list[str], match: Match,
+                 since: str | None) -> AsyncIterator[StreamEvent]:
+    """Backlog after `since` (if given), then live events, without gaps or repeats."""
+    subscription = hub.subscribe(match)
+    try:
+        seen: dict[str, tuple[int, int]] = {}
+        if since is not None:
+            for event in await backlog(hub.jobs, queues, since):
+                if match(event):
+                    seen[event.queue] = _order(event.id)
+                    yield event
+        while True:
+            event = await subscription.next()
+            if event.queue in seen and _order(event.id) <= seen[event.queue]:
+                continue
+            yield event
+    finally:
+        hub.unsubscribe(subscription)
+
+
+def _parse(stream: str, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> list[StreamEvent]:
+    queue = stream.split("{", 1)[1].split("}", 1)[0]
+    parsed = []
+    for raw_id, fields in entries:
+        (event,) = decode_events([fields[b"event"]])
+        parsed.append(StreamEvent(raw_id.decode(), queue, fields[b"job"].decode(),
+                                  fields[b"fn"].decode(), event))
+    return parsed
+
+
+def _order(stream_id: str) -> tuple[int, int]:
+    try:
+        ms, _, seq = stream_id.partition("-")
+        return int(ms), int(seq or 0)
+    except ValueError:
+        raise InvalidArgumentError("since", f"{stream_id!r} is not an event id") from None
