@@ -66,7 +66,7 @@ def create_app(settings: Settings) -> Litestar:
         catalog = load_catalog()
         live = LiveFunctions(catalog, redis, settings.reload, role="api",
                              process_id=f"api-{uuid.uuid4().hex[:12]}")
-        hub = EventHub(jobs)
+        hub = EventHub(jobs, known_queues=lambda: catalog.queues() | {"default"})
         try:
             await check_store(redis, redis_url)
             await live.start()

@@ -95,8 +95,11 @@ class Subscription:
 class EventHub:
     """One reader of all queues' event streams per process; subscribers filter in memory."""
 
-    def __init__(self, jobs: JobClient) -> None:
+    def __init__(self, jobs: JobClient,
+                 known_queues: Callable[[], set[str]] = lambda: set()) -> None:
         self.jobs = jobs
+        self.known_queues = known_queues
+        """Queues to follow even before the store lists them (e.g. the functions' own)."""
         self._subscribers: set[Subscription] = set()
         self._positions: dict[str, str] = {}
         self._task: asyncio.Task[None] | None = None
@@ -144,7 +147,7 @@ class EventHub:
         if time.monotonic() - self._queues_checked < QUEUE_REFRESH_S:
             return
         self._queues_checked = time.monotonic()
-        for queue in await self.jobs.queue_names():
+        for queue in {*await self.jobs.queue_names(), *self.known_queues()}:
             # A queue seen for the first time is followed from now on; `since` reads
             # its past directly from the stream.
             self._positions.setdefault(queue, f"{int(time.time() * 1000)}-0")

@@ -46,6 +46,7 @@ class Mutation:
         for index, item in enumerate(inputs):
             try:
                 entry = svc.catalog.get(item.function)
+                entry.function.parse_input(item.payload)
                 items.append((entry.function, entry.plugin, entry.version, item.payload,
                               item.options()))
             except TaskmasterError as exc:

@@ -1,0 +1,63 @@
+"""The event hub: one reader of the queues' streams, bounded fan-out, resume by id."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from taskmaster import Context, Function
+from taskmaster.engine.events import BUFFER, EventHub, SubscriberTooSlowError, backlog
+from taskmaster.engine.jobs import JobClient, SubmitOptions
+from taskmaster.errors import InvalidArgumentError
+
+
+async def noop(ctx: Context, data: dict[str, Any]) -> None: ...
+
+NOOP = Function("test.noop", noop)
+
+
+async def test_a_slow_subscriber_is_cut_off_while_a_fast_one_gets_everything(
+        redis: Redis, jobs: JobClient) -> None:
+    hub = EventHub(jobs, known_queues=lambda: {"default"})
+    hub.start()
+    try:
+        slow = hub.subscribe(lambda e: True)
+        fast = hub.subscribe(lambda e: True)
+        await asyncio.sleep(1.2)  # the hub follows "default" from now on
+        total = BUFFER + 200
+        received: list[str] = []
+
+        async def read_fast() -> None:
+            while len(received) < total:
+                received.append((await fast.next()).job_key)
+
+        reader = asyncio.create_task(read_fast())
+        items = [(NOOP, "p", "1", {}, SubmitOptions()) for _ in range(total)]
+        views = await jobs.submit_many(items[:600]) + await jobs.submit_many(items[600:])
+        await asyncio.wait_for(reader, 20)
+        assert received == [v.id.split(":", 1)[1] for v in views], "in order, none missing"
+        assert slow.overflowed and slow not in hub._subscribers
+        drained = 0
+        with pytest.raises(SubscriberTooSlowError, match="resubscribe with `since`"):
+            while True:
+                await asyncio.wait_for(slow.next(), 5)
+                drained += 1
+        assert drained < BUFFER, "its buffer never grew past the bound"
+    finally:
+        await hub.stop()
+
+
+async def test_backlog_reads_every_queue_after_a_cursor(redis: Redis, jobs: JobClient) -> None:
+    mail = Function("test.mail", noop, queue="mail")
+    first = await jobs.submit(NOOP, "p", "1", {}, SubmitOptions())
+    second = await jobs.submit(mail, "p", "1", {}, SubmitOptions())
+    third = await jobs.submit(NOOP, "p", "1", {}, SubmitOptions())
+    everything = await backlog(jobs, ["default", "mail"], "0-0")
+    assert [e.job_id for e in everything] == [first.id, second.id, third.id]
+    after_first = await backlog(jobs, ["default", "mail"], everything[0].id)
+    assert [e.job_id for e in after_first] == [second.id, third.id]
+    with pytest.raises(InvalidArgumentError):
+        await backlog(jobs, ["default"], "not-an-id")
