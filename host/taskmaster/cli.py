@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import logging
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from taskmaster import __version__
 from taskmaster.errors import JobFailedError, ServerUnavailableError, TaskmasterError
 from taskmaster.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from taskmaster.client import Client
 
 logger = logging.getLogger("taskmaster")
 
@@ -124,10 +127,13 @@ def _print_functions(args: argparse.Namespace, functions: list[dict[str, Any]]) 
 def _functions_reload(args: argparse.Namespace) -> int:
     with _client(args) as client:
         result = client.reload()
-    return _print_reload(result)
+    return _print_reload(args, result)
 
 
-def _print_reload(result: dict[str, Any]) -> int:
+def _print_reload(args: argparse.Namespace, result: dict[str, Any]) -> int:
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0 if result["converged"] and not result["rejected"] else 1
     for label in ("loaded", "unloaded", "rejected"):
         for item in result[label]:
             print(f"{label}: {item}")
@@ -161,7 +167,7 @@ def _reload_after_change(args: argparse.Namespace) -> int:
             print("no TaskMaster server answered; running hosts pick the change up when"
                   " they next scan (or on SIGHUP)", file=sys.stderr)
             return 0
-    return _print_reload(result)
+    return _print_reload(args, result)
 
 
 def _functions_local(args: argparse.Namespace) -> int:
@@ -185,8 +191,6 @@ def _functions_local(args: argparse.Namespace) -> int:
 
 
 def _submit(args: argparse.Namespace) -> int:
-    from taskmaster.client import TaskmasterClient
-
     try:
         payload = json.loads(args.payload)
     except json.JSONDecodeError as exc:
@@ -198,13 +202,12 @@ def _submit(args: argparse.Namespace) -> int:
                        ("runAt", args.run_at), ("idempotencyKey", args.idempotency_key)):
         if value is not None:
             job_input[key] = value
-    client = TaskmasterClient(_server_url(args))
-    try:
-        job = client.submit(job_input)
+    with _client(args) as client:
+        job = client.raw_submit(job_input)
         if args.wait:
-            job = client.wait(job["id"], timeout_s=args.timeout)
-    finally:
-        client.close()
+            client.wait(job["id"], args.timeout, on_update=_progress_bar(args))
+            _end_progress_bar(args)
+            job = client.raw_job(job["id"])
     print(json.dumps(job, indent=2))
     if args.wait and job["status"] != "COMPLETE":
         raise JobFailedError(
@@ -217,8 +220,30 @@ def _submit(args: argparse.Namespace) -> int:
 
 def _job(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        print(json.dumps(client.job(args.id), indent=2))
+        if getattr(args, "follow", False):
+            client.wait(args.id, None, on_update=_progress_bar(args))
+            _end_progress_bar(args)
+        print(json.dumps(client.raw_job(args.id), indent=2))
     return 0
+
+
+def _progress_bar(args: argparse.Namespace) -> Callable[[Any], None]:
+    """Draw the job's progress on stderr while it runs (only on a terminal)."""
+    def draw(job: Any) -> None:
+        if args.json or not sys.stderr.isatty():
+            return
+        fraction = job.progress or 0.0
+        filled = int(fraction * 30)
+        sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {fraction:4.0%}"
+                         f" {job.status:<9} attempt {job.attempts}/{job.max_attempts}")
+        sys.stderr.flush()
+
+    return draw
+
+
+def _end_progress_bar(args: argparse.Namespace) -> None:
+    if not args.json and sys.stderr.isatty():
+        sys.stderr.write("\n")
 
 
 def _job_action(mutation: str, **arguments: str) -> Callable[[argparse.Namespace], int]:
@@ -232,19 +257,70 @@ def _job_action(mutation: str, **arguments: str) -> Callable[[argparse.Namespace
 
 
 def _jobs(args: argparse.Namespace) -> int:
+    flt = {k: v for k, v in (("status", args.status), ("queue", args.queue),
+                             ("function", args.function)) if v is not None}
     with _client(args) as client:
-        rows = client.jobs(first=args.limit, status=args.status, queue=args.queue,
-                           function=args.function)
-    _print_table(("ID", "FUNCTION", "STATUS", "PRIORITY", "ATTEMPTS", "ERROR"), [
+        rows = client.raw_list("jobs", {"filter": flt, "first": args.limit},
+                               "$filter: JobFilter, $first: Int")
+    _print_rows(args, rows, ("ID", "FUNCTION", "STATUS", "PRIORITY", "ATTEMPTS", "ERROR"), [
         (j["id"], j["function"], j["status"], j["priority"],
          f"{j['attempts']}/{j['maxAttempts']}", j["error"] or "") for j in rows])
     return 0
 
 
+def _workers(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        rows = client.workers()
+    _print_rows(args, rows, ("WORKER", "HOST", "PID", "QUEUES", "RUNNING", "VERSIONS",
+                             "HEARTBEAT"), [
+        (w["id"], w["host"], str(w["pid"]),
+         " ".join(f"{c['queue']}={c['concurrency']}" for c in w["concurrency"]),
+         str(w["runningJobs"]),
+         " ".join(f"{v['plugin']}={v['version']}" for v in w["loadedVersions"]),
+         w["lastHeartbeat"]) for w in rows])
+    return 0
+
+
+def _top(args: argparse.Namespace) -> int:
+    """A live view of queues and workers, redrawn every --interval seconds."""
+    with _client(args) as client:
+        while True:
+            queues, workers = client.queues(), client.workers()
+            if args.json:
+                print(json.dumps({"queues": queues, "workers": workers}))
+            else:
+                if not args.once:
+                    sys.stdout.write("\x1b[2J\x1b[H")  # clear the terminal
+                print(f"taskmaster top — {len(workers)} worker(s)"
+                      f" — {time.strftime('%H:%M:%S')}")
+                _print_table(("QUEUE", "QUEUED", "ACTIVE", "SCHEDULED", "DEAD", "DONE/MIN",
+                              "FAILED/MIN", "WAIT P50/P99 MS"), [
+                    (q["name"], str(q["queued"]), str(q["active"]), str(q["scheduled"]),
+                     str(q["deadLettered"]), str(q["completedPerMinute"]),
+                     str(q["failedPerMinute"]),
+                     f"{_ms(q['waitP50Ms'])}/{_ms(q['waitP99Ms'])}") for q in queues])
+            sys.stdout.flush()
+            if args.once:
+                return 0
+            time.sleep(args.interval)
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:g}"
+
+
+def _print_rows(args: argparse.Namespace, raw: Any, header: tuple[str, ...],
+                rows: Sequence[tuple[str, ...]]) -> None:
+    if args.json:
+        print(json.dumps(raw, indent=2))
+    else:
+        _print_table(header, rows)
+
+
 def _queues(args: argparse.Namespace) -> int:
     with _client(args) as client:
         rows = client.queues()
-    _print_table(("QUEUE", "QUEUED", "CRITICAL/HIGH/NORMAL/LOW", "ACTIVE", "SCHEDULED",
+    _print_rows(args, rows, ("QUEUE", "QUEUED", "CRITICAL/HIGH/NORMAL/LOW", "ACTIVE", "SCHEDULED",
                   "DEAD", "FINISHED"), [
         (q["name"], str(q["queued"]), "/".join(str(q["queuedByPriority"][level]) for level in
                                                ("critical", "high", "normal", "low")),
@@ -255,9 +331,11 @@ def _queues(args: argparse.Namespace) -> int:
 
 def _dlq_list(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        rows = client.dead_letters(first=args.limit, queue=args.queue, function=args.function,
-                                   errorContains=args.error)
-    _print_table(("ID", "FUNCTION", "ATTEMPTS", "ERROR"), [
+        rows = client.raw_list(
+            "deadLetters", {"first": args.limit, "queue": args.queue, "function": args.function,
+                            "errorContains": args.error},
+            "$first: Int, $queue: String, $function: String, $errorContains: String")
+    _print_rows(args, rows, ("ID", "FUNCTION", "ATTEMPTS", "ERROR"), [
         (j["id"], j["function"], str(j["attempts"]), j["error"] or "") for j in rows])
     return 0
 
@@ -274,16 +352,16 @@ def _dlq_action(mutation: str, verb: str) -> Callable[[argparse.Namespace], int]
                                      ("errorContains", args.error)) if v is not None}
         with _client(args) as client:
             count = client.dead_letter_action(mutation, args.ids or None, flt)
-        print(f"{verb} {count} dead letter(s)")
+        print(json.dumps({verb: count}) if args.json else f"{verb} {count} dead letter(s)")
         return 0
 
     return run
 
 
-def _client(args: argparse.Namespace) -> contextlib.AbstractContextManager[Any]:
-    from taskmaster.client import TaskmasterClient
+def _client(args: argparse.Namespace) -> Client:
+    from taskmaster.client import Client
 
-    return contextlib.closing(TaskmasterClient(_server_url(args)))
+    return Client(_server_url(args))
 
 
 def _schema(args: argparse.Namespace) -> int:
@@ -312,9 +390,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="machine-readable output")
+
     def command(name: str, run: Callable[[argparse.Namespace], int], help: str
                 ) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help, description=help)
+        sub = commands.add_parser(name, help=help, description=help, parents=[common])
         sub.set_defaults(command=run)
         return sub
 
@@ -339,24 +420,27 @@ def _parser() -> argparse.ArgumentParser:
                         " function packages on a running host")
     function_commands = functions.add_subparsers(required=True, metavar="ACTION")
     listing = function_commands.add_parser(
-        "list", help="functions with their state and the version each worker runs")
-    listing.add_argument("--json", action="store_true", help="machine-readable output")
+        "list", help="functions with their state and the version each worker runs",
+        parents=[common])
     listing.add_argument("--local", action="store_true",
                          help="what this environment has installed, without a server")
     _add_url(listing)
     listing.set_defaults(command=_functions_list)
     reload = function_commands.add_parser(
-        "reload", help="drain and reload changed functions in every host process")
+        "reload", help="drain and reload changed functions in every host process",
+        parents=[common])
     _add_url(reload)
     reload.set_defaults(command=_functions_reload)
     install = function_commands.add_parser(
-        "install", help="pip-install function packages here, then reload the host")
+        "install", help="pip-install function packages here, then reload the host",
+        parents=[common])
     install.add_argument("requirements", nargs="+", metavar="REQUIREMENT")
     install.add_argument("--target", help="install into this directory on the host's path")
     _add_url(install)
     install.set_defaults(command=_functions_install)
     remove = function_commands.add_parser(
-        "remove", help="uninstall a function package, then reload the host")
+        "remove", help="uninstall a function package, then reload the host",
+        parents=[common])
     remove.add_argument("name")
     remove.add_argument("--target", help="the directory it was installed into")
     _add_url(remove)
@@ -379,6 +463,8 @@ def _parser() -> argparse.ArgumentParser:
 
     job = command("job", _job, "show a job with its history")
     job.add_argument("id")
+    job.add_argument("--follow", action="store_true",
+                     help="show its progress until it ends, then the job")
     _add_url(job)
 
     for name, mutation, text in (("cancel", "cancelJob", "cancel a job"),
@@ -403,19 +489,30 @@ def _parser() -> argparse.ArgumentParser:
     queues = command("queues", _queues, "queue depths")
     _add_url(queues)
 
+    workers = command("workers", _workers, "live worker processes and what they run")
+    _add_url(workers)
+
+    top = command("top", _top, "a live view of queues and workers (Ctrl-C to leave)")
+    top.add_argument("--interval", type=float, default=2.0, help="seconds between redraws")
+    top.add_argument("--once", action="store_true", help="draw once and exit")
+    _add_url(top)
+
     dlq = command("dlq", lambda a: 0, "the dead-letter queue: jobs whose last attempt failed")
     dlq_commands = dlq.add_subparsers(required=True, metavar="ACTION")
-    listing = dlq_commands.add_parser("list", help="list dead letters, newest first")
+    listing = dlq_commands.add_parser("list", help="list dead letters, newest first",
+                                      parents=[common])
     _add_dlq_filters(listing)
     listing.add_argument("--limit", type=int, default=50)
     listing.set_defaults(command=_dlq_list)
-    show = dlq_commands.add_parser("show", help="one dead letter with every attempt")
+    show = dlq_commands.add_parser("show", help="one dead letter with every attempt",
+                                   parents=[common])
     show.add_argument("id")
     _add_url(show)
     show.set_defaults(command=_job)
     for verb, mutation, past in (("replay", "replayDeadLetters", "replayed"),
                                  ("purge", "purgeDeadLetters", "purged")):
-        action = dlq_commands.add_parser(verb, help=f"{verb} dead letters by id or with --all")
+        action = dlq_commands.add_parser(verb, help=f"{verb} dead letters by id or with --all",
+                                         parents=[common])
         action.add_argument("ids", nargs="*", metavar="ID")
         action.add_argument("--all", action="store_true", help="every (filtered) dead letter")
         _add_dlq_filters(action)

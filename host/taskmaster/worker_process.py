@@ -100,9 +100,9 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
             await w.tm_queue.unpark(functions)
 
     live = LiveFunctions(catalog, redis, settings.reload, role="worker",
-                         process_id=worker_id, queues=list(queues), drain=drain,
+                         process_id=worker_id, concurrency=dict(queues), drain=drain,
                          resumed=resumed,
-                         running=lambda: sum(len(w.running_functions()) for w in workers))
+                         current_jobs=lambda: [job for w in workers for job in w.running_jobs()])
     loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(
         broadcast_reload(redis, f"SIGHUP to worker {worker_id}")))
     try:

@@ -136,6 +136,9 @@ class TaskmasterWorker(Worker[Any]):
         await asyncio.gather(*upkeep, return_exceptions=True)
         await super().stop()
 
+    def running_jobs(self) -> list[str]:
+        return [public_id(self.tm_queue.name, key) for key in self._attempts]
+
     def running_functions(self) -> set[str]:
         return {attempt.job.function for attempt in self._attempts.values()}
 

@@ -49,11 +49,12 @@ class ProcessReport:
     host: str
     pid: int
     queues: list[str]
+    concurrency: dict[str, int]
     versions: dict[str, str]
     fingerprints: dict[str, str]
     states: dict[str, str]
     load_errors: dict[str, str]
-    running: int
+    current_jobs: list[str]
     heartbeat_ms: int
 
     @classmethod
@@ -68,10 +69,10 @@ class LiveFunctions:
     settings: ReloadSettings
     role: str
     process_id: str
-    queues: list[str] = field(default_factory=list)
+    concurrency: dict[str, int] = field(default_factory=dict)
     drain: Drain | None = None
     resumed: Resumed | None = None
-    running: Callable[[], int] = lambda: 0
+    current_jobs: Callable[[], list[str]] = list
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self) -> None:
@@ -97,13 +98,14 @@ class LiveFunctions:
     async def report(self) -> None:
         report = ProcessReport(
             id=self.process_id, role=self.role, host=socket.gethostname(), pid=os.getpid(),
-            queues=self.queues, versions=self.catalog.versions(),
+            queues=sorted(self.concurrency), concurrency=self.concurrency,
+            versions=self.catalog.versions(),
             fingerprints=self.catalog.fingerprints(),
             states={e.function.name: self.catalog.state(e.function.name).value
                     for e in self.catalog.entries()},
             load_errors={p.name: (self.catalog.load_error(p.name) or "").splitlines()[0]
                          for p in self.catalog.plugins if self.catalog.load_error(p.name)},
-            running=self.running(), heartbeat_ms=int(time.time() * 1000))
+            current_jobs=self.current_jobs(), heartbeat_ms=int(time.time() * 1000))
         try:
             await self.redis.hset(PROCESSES_KEY, self.process_id,  # type: ignore[misc]
                                   json.dumps(report.__dict__))

@@ -81,13 +81,21 @@ class PluginInfo:
                     load_error=catalog.load_error(p.name)) for p in catalog.plugins]
 
 
+@strawberry.type(description="How many jobs of a queue a worker runs at once.")
+class QueueConcurrency:
+    queue: str
+    concurrency: int
+
+
 @strawberry.type(description="A worker process, as it last reported (every few seconds).")
 class WorkerInfo:
     id: str
     host: str
     pid: int
     queues: list[str]
+    concurrency: list[QueueConcurrency]
     loaded_versions: list[PluginVersion]
+    current_jobs: list[strawberry.ID]
     running_jobs: int
     load_errors: list[str]
     last_heartbeat: datetime
@@ -95,9 +103,12 @@ class WorkerInfo:
     @classmethod
     def of(cls, report: ProcessReport) -> WorkerInfo:
         return cls(id=report.id, host=report.host, pid=report.pid, queues=report.queues,
+                   concurrency=[QueueConcurrency(queue=q, concurrency=c)
+                                for q, c in sorted(report.concurrency.items())],
                    loaded_versions=[PluginVersion(plugin=p, version=v)
                                     for p, v in sorted(report.versions.items())],
-                   running_jobs=report.running,
+                   current_jobs=[strawberry.ID(j) for j in report.current_jobs],
+                   running_jobs=len(report.current_jobs),
                    load_errors=[f"{p}: {e}" for p, e in sorted(report.load_errors.items())],
                    last_heartbeat=datetime.fromtimestamp(report.heartbeat_ms / 1000, tz=UTC))
 
