@@ -1,0 +1,1 @@
+"""The `taskmaster` subcommands, grouped by what they act on."""
