@@ -92,7 +92,7 @@ async def test_invalid_payload_is_rejected_with_its_path_and_nothing_is_stored(
 async def test_unknown_function_lists_the_loaded_ones(server: Server, server_redis: Redis) -> None:
     error = only_error(submit(server, function="demo.ecko", payload={"message": "hi"}))
     assert error["extensions"]["code"] == "UNKNOWN_FUNCTION"
-    assert error["extensions"]["loaded"] == ["demo.echo", "demo.fail", "demo.sleep"]
+    assert error["extensions"]["loaded"] == ["demo.echo", "demo.fail", "demo.noop", "demo.sleep"]
     assert "taskmaster functions list" in error["message"]
     assert await server_redis.keys("taskmaster:*:job:*") == []
 
@@ -123,7 +123,7 @@ async def test_job_not_found(server: Server, server_redis: Redis, job_id: str) -
 def test_functions_publish_their_input_schema(server: Server) -> None:
     body = server.graphql("{ functions { name plugin version queue inputSchema } }")
     by_name = {f["name"]: f for f in body["data"]["functions"]}
-    assert set(by_name) == {"demo.echo", "demo.fail", "demo.sleep"}
+    assert set(by_name) == {"demo.echo", "demo.fail", "demo.noop", "demo.sleep"}
     echo = by_name["demo.echo"]
     assert (echo["plugin"], echo["version"], echo["queue"]) == (
         "taskmaster-fn-demo", "1.0.0", "default")

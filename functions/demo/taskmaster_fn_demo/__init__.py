@@ -24,6 +24,10 @@ class Fail:
     retryable: bool = True
 
 
+async def noop(ctx: Context, data: dict[str, object]) -> None:
+    """Do nothing (the benchmark's job)."""
+
+
 async def echo(ctx: Context, data: Echo) -> dict[str, str]:
     """Return the message it was given."""
     return {"message": data.message}
@@ -50,6 +54,7 @@ def fail(ctx: Context, data: Fail) -> None:
 def taskmaster_functions() -> list[Function]:
     return [
         Function("demo.echo", echo, input=Echo),
+        Function("demo.noop", noop),
         Function("demo.sleep", sleep, input=Sleep, timeout_s=3700),
         Function("demo.fail", fail, input=Fail, max_attempts=3, retry_base_s=0.5),
     ]

@@ -147,13 +147,19 @@ class JobClient:
                                                   run_at_ms=run_at_ms, idempotency_key=key)
         except RedisError as exc:
             raise StoreUnavailableError(f"could not store the job: {exc}") from None
-        view = await self.get(public_id(queue.name, job_key))
-        if not created and (view.function != function.name
-                            or view.payload != (job.kwargs or {}).get("payload")):
+        if created:  # we know what we stored: no second round trip to read it back
+            return view(job, queue.name, [JobEvent(type="submitted", at_ms=job.queued,
+                                                   message=f"priority {level.value}")],
+                        level=level.value,
+                        scheduled_ms=float(run_at_ms or job.queued + delay_ms)
+                        if (run_at_ms or delay_ms) else None)
+        existing = await self.get(public_id(queue.name, job_key))
+        if existing.function != function.name or existing.payload != (
+                job.kwargs or {}).get("payload"):
             raise JobStateError(
-                f"idempotency key {key!r} was used for job {view.id} with another"
-                " function or payload", id=view.id)
-        return view
+                f"idempotency key {key!r} was used for job {existing.id} with another"
+                " function or payload", id=existing.id)
+        return existing
 
     async def submit_many(self, items: list[tuple[Function, str, str, Any, SubmitOptions]]
                           ) -> list[JobView]:
