@@ -89,6 +89,20 @@ def _worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    import json as json_module
+
+    from taskmaster.bench import render, run_bench
+
+    results = asyncio.run(run_bench(redis_url=args.redis_url, quick=args.quick))
+    print(render(results))
+    if args.output:
+        args.output.write_text(json_module.dumps(results, indent=2))
+    if args.json:
+        print(json_module.dumps(results, indent=2))
+    return 0
+
+
 def _schema(args: argparse.Namespace) -> int:
     from taskmaster.api.schema import schema_sdl
 
@@ -236,6 +250,11 @@ def _parser() -> argparse.ArgumentParser:
         action.set_defaults(command=jobs_cmd.dlq_action(mutation, past))
 
     command("schema", _schema, "print the GraphQL schema (SDL)")
+
+    bench = command("bench", _bench, "measure TaskMaster against raw SAQ on one Valkey")
+    bench.add_argument("--redis-url", help="use this store instead of a fresh embedded one")
+    bench.add_argument("--quick", action="store_true", help="a small run, under a minute")
+    bench.add_argument("--output", type=Path, metavar="FILE", help="write the results as JSON")
     return parser
 
 

@@ -1,0 +1,335 @@
+"""`taskmaster bench`: TaskMaster and raw SAQ doing the same work on the same Valkey.
+
+Each figure is the median of several runs (min to max shown) with its ratio to raw SAQ
+measured in the same run. Job timings come from the jobs' own records (start and
+completion stamps), so process start-up never counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from redis.asyncio import Redis
+from saq.queue.redis import RedisQueue
+
+from taskmaster.engine.jobs import JobClient, SubmitOptions
+from taskmaster.engine.keys import QueueKeys
+from taskmaster.registry import load_catalog
+from taskmaster.store.connection import create_redis
+from taskmaster.store.embedded import EmbeddedValkey
+
+QUEUE = "bench"
+SAQ_QUEUE = "saqbench"
+SAQ_WORKER = """
+import asyncio, sys
+import redis.asyncio as aioredis
+from saq import Worker
+from saq.queue.redis import RedisQueue
+
+async def noop(ctx): return None
+
+async def main():
+    queue = RedisQueue(aioredis.from_url(sys.argv[1], max_connections=300), name=sys.argv[2])
+    worker = Worker(queue, functions=[("noop", noop)], concurrency=100)
+    await queue.connect()
+    await worker.start()
+
+asyncio.run(main())
+"""
+
+
+@dataclass
+class Figure:
+    name: str
+    unit: str
+    higher_is_better: bool = True
+    taskmaster: list[float] = field(default_factory=list)
+    saq: list[float] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        def stats(values: list[float]) -> dict[str, float] | None:
+            if not values:
+                return None
+            return {"median": statistics.median(values), "min": min(values),
+                    "max": max(values)}
+
+        tm, sq = stats(self.taskmaster), stats(self.saq)
+        ratio = None
+        if tm and sq and sq["median"] and tm["median"]:
+            ratio = tm["median"] / sq["median"] if self.higher_is_better \
+                else sq["median"] / tm["median"]
+        return {"name": self.name, "unit": self.unit, "taskmaster": tm, "saq": sq,
+                "ratio": ratio}
+
+
+@dataclass
+class Bench:
+    url: str
+    size: int
+    runs: int
+    latency_s: float
+    figures: dict[str, Figure] = field(default_factory=dict)
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def figure(self, name: str, unit: str, higher_is_better: bool = True) -> Figure:
+        return self.figures.setdefault(name, Figure(name, unit, higher_is_better))
+
+    # -- processes --
+    def start_taskmaster_worker(self) -> subprocess.Popen[bytes]:
+        env = {**os.environ, "TASKMASTER_REDIS_URL": self.url, "TASKMASTER_RELOAD_WATCH": "false"}
+        process = subprocess.Popen([sys.executable, "-m", "taskmaster", "-q", "worker", "--queue",
+                                    f"{QUEUE}=100"], env=env, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+        self.processes.append(process)
+        return process
+
+    def start_saq_worker(self) -> subprocess.Popen[bytes]:
+        process = subprocess.Popen([sys.executable, "-c", SAQ_WORKER, self.url, SAQ_QUEUE],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.processes.append(process)
+        return process
+
+    def stop_workers(self) -> None:
+        for process in self.processes:
+            process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.processes.clear()
+
+
+async def _gather_bounded(make: Callable[[int], Awaitable[Any]], total: int,
+                          in_flight: int) -> None:
+    sem = asyncio.Semaphore(in_flight)
+
+    async def one(i: int) -> None:
+        async with sem:
+            await make(i)
+
+    await asyncio.gather(*(one(i) for i in range(total)))
+
+
+class Engines:
+    """The same operations on TaskMaster and raw SAQ."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self.jobs = JobClient(redis)
+        entry = load_catalog().get("demo.noop")
+        self.noop = entry
+        self.saq = RedisQueue(redis, name=SAQ_QUEUE)
+
+    async def tm_submit(self, _: int = 0) -> None:
+        await self.jobs.submit(self.noop.function, self.noop.plugin, self.noop.version, {},
+                               SubmitOptions(queue=QUEUE))
+
+    async def saq_submit(self, _: int = 0) -> None:
+        await self.saq.enqueue("noop", timeout=60)
+
+    async def tm_bulk(self, total: int) -> None:
+        item: tuple[Any, str, str, Any, SubmitOptions] = (
+            self.noop.function, self.noop.plugin, self.noop.version, {},
+            SubmitOptions(queue=QUEUE))
+        for start in range(0, total, 1000):
+            await self.jobs.submit_many([item] * min(1000, total - start))
+
+    async def saq_bulk(self, total: int) -> None:
+        for start in range(0, total, 1000):
+            await asyncio.gather(*(self.saq_submit() for _ in range(min(1000, total - start))))
+
+    async def records(self, engine: str) -> list[dict[str, Any]]:
+        pattern = QueueKeys(QUEUE).job("*") if engine == "tm" else f"saq:job:{SAQ_QUEUE}:*"
+        keys = [k async for k in self.redis.scan_iter(match=pattern, count=1000)]
+        found = []
+        for start in range(0, len(keys), 1000):
+            for raw in await self.redis.mget(keys[start:start + 1000]):
+                if raw:
+                    found.append(json.loads(raw))
+        return found
+
+    async def finished(self, engine: str, total: int, deadline_s: float) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + deadline_s
+        while True:
+            records = await self.records(engine)
+            done = [r for r in records if r.get("status") == "complete"]
+            if len(done) >= total or time.monotonic() > deadline:
+                return done
+            await asyncio.sleep(0.25)
+
+
+async def _store_usage(redis: Redis) -> tuple[float, int, int]:
+    cpu = await redis.info("cpu")
+    stats = await redis.info("stats")
+    memory = await redis.info("memory")
+    return (float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"]),
+            int(stats["total_commands_processed"]), int(memory["used_memory"]))
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def _drain(bench: Bench, engines: Engines, engine: str, workers: int) -> None:
+    await engines.redis.flushdb()
+    if engine == "tm":
+        await engines.tm_bulk(bench.size)
+    else:
+        await engines.saq_bulk(bench.size)
+    cpu0, commands0, _ = await _store_usage(engines.redis)
+    for _ in range(workers):
+        (bench.start_taskmaster_worker if engine == "tm" else bench.start_saq_worker)()
+    done = await engines.finished(engine, bench.size, 180)
+    cpu1, commands1, _ = await _store_usage(engines.redis)
+    bench.stop_workers()
+    first = min(r["started"] for r in done)
+    last = max(r["completed"] for r in done)
+    rate = len(done) / max((last - first) / 1000, 1e-3)
+    key = "tm" if engine == "tm" else "saq"
+    suffix = f"{workers} worker process{'es' if workers > 1 else ''}"
+    _add(bench.figure(f"drain, {suffix}", "jobs/s"), key, rate)
+    _add(bench.figure(f"duplicate executions, {suffix}", "jobs", False), key,
+         float(sum(1 for r in done if r.get("attempts", 1) > 1)))
+    if workers == 1:
+        _add(bench.figure("store CPU per processed job", "µs", False), key,
+             (cpu1 - cpu0) / len(done) * 1e6)
+        _add(bench.figure("store commands per processed job", "cmds", False), key,
+             (commands1 - commands0) / len(done))
+
+
+async def _latency(bench: Bench, engines: Engines, engine: str, rate: int) -> None:
+    await engines.redis.flushdb()
+    worker = (bench.start_taskmaster_worker if engine == "tm" else bench.start_saq_worker)()
+    await asyncio.sleep(2.0)  # let the worker start
+    submit = engines.tm_submit if engine == "tm" else engines.saq_submit
+    total = int(rate * bench.latency_s)
+    start = time.perf_counter()
+    pending = []
+    for i in range(total):
+        await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))
+        pending.append(asyncio.create_task(submit()))
+    await asyncio.gather(*pending)
+    done = await engines.finished(engine, total, 60)
+    bench.stop_workers()
+    del worker
+    waits = sorted(r["started"] - r["queued"] for r in done)
+    key = "tm" if engine == "tm" else "saq"
+    _add(bench.figure(f"latency p50 at {rate}/s", "ms", False), key, _pct(waits, 0.5))
+    _add(bench.figure(f"latency p99 at {rate}/s", "ms", False), key, _pct(waits, 0.99))
+
+
+def _pct(values: list[int], q: float) -> float:
+    return float(values[min(len(values) - 1, int(q * len(values)))]) if values else float("nan")
+
+
+def _add(figure: Figure, engine: str, value: float) -> None:
+    (figure.taskmaster if engine == "tm" else figure.saq).append(value)
+
+
+async def run_bench(*, redis_url: str | None, quick: bool) -> dict[str, Any]:
+    size, runs, latency_s = (2000, 1, 3.0) if quick else (10_000, 3, 10.0)
+    store = None
+    if redis_url is None:
+        store = EmbeddedValkey(Path(tempfile.mkdtemp(prefix="taskmaster-bench-")))
+        redis_url = store.start()
+    redis = create_redis(redis_url, job_slots=200)
+    bench = Bench(redis_url, size, runs, latency_s)
+    engines = Engines(redis)
+    try:
+        info = await redis.info("server")
+        for _ in range(runs):
+            for engine in ("tm", "saq"):
+                submit = engines.tm_submit if engine == "tm" else engines.saq_submit
+                bulk = engines.tm_bulk if engine == "tm" else engines.saq_bulk
+                await redis.flushdb()
+                started = time.perf_counter()
+                await _gather_bounded(submit, size, 100)
+                _add(bench.figure("enqueue one by one (100 in flight)", "jobs/s"), engine,
+                     size / (time.perf_counter() - started))
+                await redis.flushdb()
+                started = time.perf_counter()
+                await bulk(size)
+                _add(bench.figure("bulk submission (1,000 per call)", "jobs/s"), engine,
+                     size / (time.perf_counter() - started))
+            for engine in ("tm", "saq"):
+                await _drain(bench, engines, engine, 1)
+                await _drain(bench, engines, engine, 2)
+            for rate in (200, 1000):
+                for engine in ("tm", "saq"):
+                    await _latency(bench, engines, engine, rate)
+        # Memory: an idle worker, and the store's bytes per retained completed job.
+        await redis.flushdb()
+        for engine in ("tm", "saq"):
+            worker = (bench.start_taskmaster_worker if engine == "tm"
+                      else bench.start_saq_worker)()
+            await asyncio.sleep(3.0)
+            _add(bench.figure("idle worker RSS", "MB", False), engine, _rss_mb(worker.pid))
+            bench.stop_workers()
+        for engine in ("tm", "saq"):
+            await redis.flushdb()
+            _, _, memory0 = await _store_usage(redis)
+            await (engines.tm_bulk(size) if engine == "tm" else engines.saq_bulk(size))
+            (bench.start_taskmaster_worker if engine == "tm" else bench.start_saq_worker)()
+            await engines.finished(engine, size, 180)
+            bench.stop_workers()
+            _, _, memory1 = await _store_usage(redis)
+            _add(bench.figure("store bytes per retained completed job", "B", False), engine,
+                 (memory1 - memory0) / size)
+        return {
+            "environment": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                            "store": f"{'valkey' if 'valkey_version' in info else 'redis'}"
+                                     f" {info.get('valkey_version', info['redis_version'])}",
+                            "jobs per run": size, "runs": runs, "run id": uuid.uuid4().hex[:8]},
+            "figures": [figure.summary() for figure in bench.figures.values()],
+        }
+    finally:
+        bench.stop_workers()
+        await redis.flushdb()
+        await engines.jobs.close()
+        await redis.aclose()
+        if store is not None:
+            store.stop()
+
+
+def render(results: dict[str, Any]) -> str:
+    env = results["environment"]
+    lines = [f"taskmaster bench — {env['cpus']} CPUs, Python {env['python']}, {env['store']},"
+             f" {env['jobs per run']} jobs per run, median of {env['runs']} run(s)", ""]
+    rows = [("figure", "TaskMaster", "raw SAQ", "ratio")]
+
+    def cell(stats: dict[str, float] | None, unit: str) -> str:
+        if stats is None:
+            return "-"
+        spread = f" ({stats['min']:,.1f} to {stats['max']:,.1f})" if stats["min"] != \
+            stats["max"] else ""
+        return f"{stats['median']:,.1f} {unit}{spread}"
+
+    for figure in results["figures"]:
+        ratio = f"{figure['ratio']:.1f}x" if figure["ratio"] else "-"
+        rows.append((figure["name"], cell(figure["taskmaster"], figure["unit"]),
+                     cell(figure["saq"], figure["unit"]), ratio))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for row in rows:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    lines.append("")
+    lines.append("ratio: how many times better TaskMaster is (higher throughput, or lower time,"
+                 " memory and cost)")
+    return "\n".join(lines)
