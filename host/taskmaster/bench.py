@@ -32,6 +32,8 @@ from taskmaster.store.connection import create_redis
 from taskmaster.store.embedded import EmbeddedValkey
 
 QUEUE = "bench"
+STALL_S = 6.0
+"""Raw SAQ leaves a few jobs to its sweep (SAQ #124/#277), which finishes them 5 s apart."""
 SAQ_QUEUE = "saqbench"
 SAQ_WORKER = """
 import asyncio, sys
@@ -164,11 +166,16 @@ class Engines:
         return found
 
     async def finished(self, engine: str, total: int, deadline_s: float) -> list[dict[str, Any]]:
+        """Completed records once all are done, or once 99% are and the rest stall."""
         deadline = time.monotonic() + deadline_s
+        progress = (0, time.monotonic())
         while True:
             records = await self.records(engine)
             done = [r for r in records if r.get("status") == "complete"]
-            if len(done) >= total or time.monotonic() > deadline:
+            if len(done) != progress[0]:
+                progress = (len(done), time.monotonic())
+            stalled = time.monotonic() - progress[1] > STALL_S and len(done) >= 0.99 * total
+            if len(done) >= total or stalled or time.monotonic() > deadline:
                 return done
             await asyncio.sleep(0.25)
 
@@ -201,17 +208,21 @@ async def _drain(bench: Bench, engines: Engines, engine: str, workers: int) -> N
     cpu1, commands1, _ = await _store_usage(engines.redis)
     bench.stop_workers()
     first = min(r["started"] for r in done)
-    last = max(r["completed"] for r in done)
-    rate = len(done) / max((last - first) / 1000, 1e-3)
+    completions = sorted(r["completed"] for r in done)
+    bulk = completions[:max(1, int(0.99 * bench.size))]
+    rate = len(bulk) / max((bulk[-1] - first) / 1000, 1e-3)
     key = "tm" if engine == "tm" else "saq"
     suffix = f"{workers} worker process{'es' if workers > 1 else ''}"
-    _add(bench.figure(f"drain, {suffix}", "jobs/s"), key, rate)
+    _add(bench.figure(f"drain (first 99%), {suffix}", "jobs/s"), key, rate)
+    _add(bench.figure(f"drain, last job done after, {suffix}", "s", False), key,
+         (completions[-1] - first) / 1000 if len(done) == bench.size else float("inf"))
     _add(bench.figure(f"duplicate executions, {suffix}", "jobs", False), key,
          float(sum(1 for r in done if r.get("attempts", 1) > 1)))
     if workers == 1:
         _add(bench.figure("store CPU per processed job", "µs", False), key,
              (cpu1 - cpu0) / len(done) * 1e6)
-        _add(bench.figure("store commands per processed job", "cmds", False), key,
+        _add(bench.figure("store commands per processed job (scripts' included)", "cmds",
+                          False), key,
              (commands1 - commands0) / len(done))
 
 
