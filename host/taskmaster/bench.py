@@ -188,6 +188,12 @@ async def _store_usage(redis: Redis) -> tuple[float, int, int]:
             int(stats["total_commands_processed"]), int(memory["used_memory"]))
 
 
+async def _flush(redis: Redis) -> None:
+    # SYNC: Valkey frees a flushed database lazily by default, which would make the
+    # memory figures that follow meaningless.
+    await redis.execute_command("FLUSHDB", "SYNC")  # type: ignore[no-untyped-call]
+
+
 def _rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -196,7 +202,7 @@ def _rss_mb(pid: int) -> float:
 
 
 async def _drain(bench: Bench, engines: Engines, engine: str, workers: int) -> None:
-    await engines.redis.flushdb()
+    await _flush(engines.redis)
     if engine == "tm":
         await engines.tm_bulk(bench.size)
     else:
@@ -227,7 +233,7 @@ async def _drain(bench: Bench, engines: Engines, engine: str, workers: int) -> N
 
 
 async def _latency(bench: Bench, engines: Engines, engine: str, rate: int) -> None:
-    await engines.redis.flushdb()
+    await _flush(engines.redis)
     worker = (bench.start_taskmaster_worker if engine == "tm" else bench.start_saq_worker)()
     await asyncio.sleep(2.0)  # let the worker start
     submit = engines.tm_submit if engine == "tm" else engines.saq_submit
@@ -270,12 +276,12 @@ async def run_bench(*, redis_url: str | None, quick: bool) -> dict[str, Any]:
             for engine in ("tm", "saq"):
                 submit = engines.tm_submit if engine == "tm" else engines.saq_submit
                 bulk = engines.tm_bulk if engine == "tm" else engines.saq_bulk
-                await redis.flushdb()
+                await _flush(redis)
                 started = time.perf_counter()
                 await _gather_bounded(submit, size, 100)
                 _add(bench.figure("enqueue one by one (100 in flight)", "jobs/s"), engine,
                      size / (time.perf_counter() - started))
-                await redis.flushdb()
+                await _flush(redis)
                 started = time.perf_counter()
                 await bulk(size)
                 _add(bench.figure("bulk submission (1,000 per call)", "jobs/s"), engine,
@@ -287,7 +293,7 @@ async def run_bench(*, redis_url: str | None, quick: bool) -> dict[str, Any]:
                 for engine in ("tm", "saq"):
                     await _latency(bench, engines, engine, rate)
         # Memory: an idle worker, and the store's bytes per retained completed job.
-        await redis.flushdb()
+        await _flush(redis)
         for engine in ("tm", "saq"):
             worker = (bench.start_taskmaster_worker if engine == "tm"
                       else bench.start_saq_worker)()
@@ -295,7 +301,7 @@ async def run_bench(*, redis_url: str | None, quick: bool) -> dict[str, Any]:
             _add(bench.figure("idle worker RSS", "MB", False), engine, _rss_mb(worker.pid))
             bench.stop_workers()
         for engine in ("tm", "saq"):
-            await redis.flushdb()
+            await _flush(redis)
             _, _, memory0 = await _store_usage(redis)
             await (engines.tm_bulk(size) if engine == "tm" else engines.saq_bulk(size))
             (bench.start_taskmaster_worker if engine == "tm" else bench.start_saq_worker)()
@@ -313,7 +319,7 @@ async def run_bench(*, redis_url: str | None, quick: bool) -> dict[str, Any]:
         }
     finally:
         bench.stop_workers()
-        await redis.flushdb()
+        await _flush(redis)
         await engines.jobs.close()
         await redis.aclose()
         if store is not None:
