@@ -20,6 +20,7 @@ from saq.queue.redis import PubSubMultiplexer, RedisQueue
 from saq.types import CountKind
 from saq.utils import now
 
+from taskmaster.engine.batching import ScriptBatcher
 from taskmaster.engine.history import error_summary, event, traceback_tail
 from taskmaster.engine.keys import LEVELS, PREFIX, QueueKeys
 from taskmaster.engine.scripts import Scripts
@@ -86,6 +87,7 @@ class TaskmasterQueue(RedisQueue):
         self.prefix = self.keys.key("")
         self._pubsub = PubSubMultiplexer(redis.pubsub(), prefix=self.keys.job(""))
         self.scripts = Scripts.register(redis)
+        self._batched = ScriptBatcher(redis)
         if len(weights) != len(LEVELS) or min(weights) < 1:
             raise ValueError(f"queue {name}: four weights of at least 1 are needed, got {weights}")
         self.weights = tuple(weights)
@@ -165,31 +167,34 @@ class TaskmasterQueue(RedisQueue):
     async def record(self, job: Job, token: str, history_event: bytes | None = None) -> bool:
         """Write the record of a job this worker holds; False if its lease was lost."""
         keys = self.keys
-        return bool(await self.scripts.update(
-            keys=[keys.job(job.key), keys.history(job.key), keys.lease],
-            args=[job.key, token, self.serialize(job), history_event or "", job.status.value,
-                  job.function, self.prefix]))
+        return bool(await self._batched.call(
+            self.scripts.update,
+            [keys.job(job.key), keys.history(job.key), keys.lease],
+            [job.key, token, self.serialize(job), history_event or "", job.status.value,
+             job.function, self.prefix]))
 
     async def finish_attempt(self, job: Job, token: str, *events: bytes) -> bool:
         """Record a terminal outcome (COMPLETE, FAILED → dead letters, ABORTED)."""
         dead = job.status == Status.FAILED
         keys = self.keys
-        return bool(await self.scripts.finish(
-            keys=[keys.job(job.key), keys.history(job.key), keys.active, keys.lease,
-                  keys.priority, keys.stalls, keys.cancel, keys.dead if dead else keys.done],
-            args=[job.key, token, self.serialize(job), events[0],
-                  events[1] if len(events) > 1 else "",
-                  keep_ms(job, "dead" if dead else "done"), job.status.value, job.function,
-                  self.prefix]))
+        return bool(await self._batched.call(
+            self.scripts.finish,
+            [keys.job(job.key), keys.history(job.key), keys.active, keys.lease,
+             keys.priority, keys.stalls, keys.cancel, keys.dead if dead else keys.done],
+            [job.key, token, self.serialize(job), events[0],
+             events[1] if len(events) > 1 else "",
+             keep_ms(job, "dead" if dead else "done"), job.status.value, job.function,
+             self.prefix]))
 
     async def retry_attempt(self, job: Job, token: str, level: Priority, delay_ms: int,
                             history_event: bytes) -> bool:
         keys = self.keys
-        return bool(await self.scripts.retry(
-            keys=[keys.job(job.key), keys.history(job.key), keys.active, keys.lease,
-                  keys.scheduled, keys.queued(level), keys.wake, keys.cancel],
-            args=[job.key, token, self.serialize(job), history_event, delay_ms, job.function,
-                  self.prefix]))
+        return bool(await self._batched.call(
+            self.scripts.retry,
+            [keys.job(job.key), keys.history(job.key), keys.active, keys.lease,
+             keys.scheduled, keys.queued(level), keys.wake, keys.cancel],
+            [job.key, token, self.serialize(job), history_event, delay_ms, job.function,
+             self.prefix]))
 
     async def cancel_job(self, cancelled: Job) -> int:
         """1: cancelled now; 2: running, cancel requested; 0: already finished."""
