@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import httpx
@@ -76,8 +75,8 @@ async def test_events_reach_subscribers_of_every_api_process(
                message="second API up")
     assert other.poll() is None, log_of(other)
     async with graphql_socket(other_url) as socket:
-        sub = await socket.subscribe(EVENTS, queue="default")
-        await asyncio.sleep(0.3)  # the hub has picked up the queue
+        # `since` the beginning: no race with the hub of this process finding the queue.
+        sub = await socket.subscribe(EVENTS, queue="default", since="0-0")
         job_id = submit(server, "demo.echo", {"message": "across"})  # on the first API
         events = [p["data"]["jobEvents"] for p in await socket.collect(sub, count=3)]
     assert [(e["jobId"], e["type"]) for e in events] == [

@@ -12,6 +12,7 @@ from taskmaster import Context, Function
 from taskmaster.engine.events import BUFFER, EventHub, SubscriberTooSlowError, backlog
 from taskmaster.engine.jobs import JobClient, SubmitOptions
 from taskmaster.errors import InvalidArgumentError
+from tests.fixtures.waiting import eventually
 
 
 async def noop(ctx: Context, data: dict[str, Any]) -> None: ...
@@ -26,7 +27,7 @@ async def test_a_slow_subscriber_is_cut_off_while_a_fast_one_gets_everything(
     try:
         slow = hub.subscribe(lambda e: True)
         fast = hub.subscribe(lambda e: True)
-        await asyncio.sleep(1.2)  # the hub follows "default" from now on
+        await eventually(lambda: "default" in hub._positions, message="hub follows default")
         total = BUFFER + 200
         received: list[str] = []
 

@@ -264,6 +264,10 @@ async def test_store_stays_bounded_under_a_stream_of_jobs(valkey_url: str,
         await jobs.close()
 
 
+async def _count_active(queue: TaskmasterQueue) -> bool:
+    return await queue.count("active") == 2
+
+
 async def _idle(jobs: JobClient) -> bool:
     return await jobs.queue("default").count("incomplete") == 0
 
@@ -302,7 +306,8 @@ async def test_a_flood_on_one_queue_does_not_delay_another(
                               queues={"reports": 2, "email": 2}):
         for _ in range(200):
             await submit(jobs, flood)
-        await asyncio.sleep(0.2)  # the reports slots are busy
+        reports = jobs.queue("reports")
+        await eventually(lambda: _count_active(reports), message="reports slots busy")
         mail = await submit(jobs, urgent)
         done = await finished(jobs, mail.id, timeout_s=2)
     assert done.status == JobStatus.COMPLETE
