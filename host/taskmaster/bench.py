@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import platform
 import statistics
@@ -335,12 +336,15 @@ def render(results: dict[str, Any]) -> str:
     def cell(stats: dict[str, float] | None, unit: str) -> str:
         if stats is None:
             return "-"
+        if math.isinf(stats["median"]):
+            return "not all done"
         spread = f" ({stats['min']:,.1f} to {stats['max']:,.1f})" if stats["min"] != \
             stats["max"] else ""
         return f"{stats['median']:,.1f} {unit}{spread}"
 
     for figure in results["figures"]:
-        ratio = f"{figure['ratio']:.1f}x" if figure["ratio"] else "-"
+        ratio = f"{figure['ratio']:.1f}x" if figure["ratio"] and math.isfinite(
+            figure["ratio"]) else "-"
         rows.append((figure["name"], cell(figure["taskmaster"], figure["unit"]),
                      cell(figure["saq"], figure["unit"]), ratio))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
