@@ -99,6 +99,14 @@ class Bench:
         self.processes.append(process)
         return process
 
+    def start_api(self, port: int) -> subprocess.Popen[bytes]:
+        env = {**os.environ, "TASKMASTER_REDIS_URL": self.url, "TASKMASTER_RELOAD_WATCH": "false"}
+        process = subprocess.Popen([sys.executable, "-m", "taskmaster", "-q", "api", "--port",
+                                    str(port)], env=env, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+        self.processes.append(process)
+        return process
+
     def start_saq_worker(self) -> subprocess.Popen[bytes]:
         process = subprocess.Popen([sys.executable, "-c", SAQ_WORKER, self.url, SAQ_QUEUE],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -187,6 +195,46 @@ async def _store_usage(redis: Redis) -> tuple[float, int, int]:
     memory = await redis.info("memory")
     return (float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"]),
             int(stats["total_commands_processed"]), int(memory["used_memory"]))
+
+
+async def _graphql_submit(bench: Bench, seconds: float, clients: int = 32) -> None:
+    """One API process, `clients` keep-alive HTTP clients sending submitJob in a loop."""
+    import httpx
+
+    from taskmaster.store.embedded import free_port
+
+    port = free_port()
+    bench.start_api(port)
+    url = f"http://127.0.0.1:{port}/graphql"
+    body = {"query": "mutation($i: SubmitJobInput!) { submitJob(input: $i) { id } }",
+            "variables": {"i": {"function": "demo.noop", "payload": {}, "queue": QUEUE}}}
+    async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(
+            max_connections=clients, max_keepalive_connections=clients)) as http:
+        for _ in range(200):  # wait for the API
+            try:
+                if (await http.get(url.replace("/graphql", "/healthz"))).status_code == 200:
+                    break
+            except httpx.TransportError:
+                await asyncio.sleep(0.1)
+        timings: list[float] = []
+        deadline = time.perf_counter() + seconds
+
+        async def client() -> None:
+            while time.perf_counter() < deadline:
+                sent = time.perf_counter()
+                response = await http.post(url, json=body)
+                if response.status_code == 200 and "errors" not in response.json():
+                    timings.append(time.perf_counter() - sent)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(clients)))
+        elapsed = time.perf_counter() - started
+    bench.stop_workers()
+    timings.sort()
+    _add(bench.figure("GraphQL submitJob over HTTP, 32 clients", "req/s"), "tm",
+         len(timings) / elapsed)
+    _add(bench.figure("GraphQL submitJob p99", "ms", False), "tm",
+         _pct([int(t * 1000) for t in timings], 0.99))
 
 
 async def _flush(redis: Redis) -> None:
@@ -293,6 +341,8 @@ async def run_bench(*, redis_url: str | None, quick: bool) -> dict[str, Any]:
             for rate in (200, 1000):
                 for engine in ("tm", "saq"):
                     await _latency(bench, engines, engine, rate)
+            await _flush(redis)
+            await _graphql_submit(bench, bench.latency_s)
         # Memory: an idle worker, and the store's bytes per retained completed job.
         await _flush(redis)
         for engine in ("tm", "saq"):
