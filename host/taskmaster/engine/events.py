@@ -1,7 +1,8 @@
 """The job event firehose: every queue's event stream, read once per process and fanned out.
 
-Stream ids come from the store's clock, so they order events across queues too; an event's
-id is the cursor a client passes as `since` to resume. Each subscriber has a bounded buffer:
+Stream ids come from the store's clock, so they order events across queues too (ties in
+one millisecond are broken by queue name); an event's id, `<stream id>/<queue>`, is the
+cursor a client passes as `since` to resume. Each subscriber has a bounded buffer:
 one that falls too far behind is dropped with SubscriberTooSlowError rather than slowing the
 others or growing without bound.
 """
@@ -45,12 +46,20 @@ class SubscriberTooSlowError(TaskmasterError):
 
 @dataclass(frozen=True)
 class StreamEvent:
-    id: str
-    """The stream id: the cursor to resume after this event."""
+    stream_id: str
     queue: str
     job_key: str
     function: str
     event: JobEvent
+
+    @property
+    def id(self) -> str:
+        """The cursor to resume after this event."""
+        return f"{self.stream_id}/{self.queue}"
+
+    @property
+    def position(self) -> tuple[int, int, str]:
+        return (*_order(self.stream_id), self.queue)
 
     @property
     def job_id(self) -> str:
@@ -138,8 +147,8 @@ class EventHub:
                 continue
             events = [event for stream, entries in replies or []
                       for event in _parse(stream.decode(), entries)]
-            for event in sorted(events, key=lambda e: _order(e.id)):
-                self._positions[event.queue] = event.id
+            for event in sorted(events, key=lambda e: e.position):
+                self._positions[event.queue] = event.stream_id
                 for subscriber in list(self._subscribers):
                     subscriber.offer(event)
 
@@ -154,14 +163,15 @@ class EventHub:
 
 
 async def backlog(jobs: JobClient, queues: list[str], since: str) -> list[StreamEvent]:
-    """Events after `since`, oldest first, from every given queue's stream."""
-    start = _order(since)  # validates
+    """Events after the cursor `since`, oldest first, from every given queue's stream."""
+    stream_id, _, since_queue = since.partition("/")
+    start = (*_order(stream_id), since_queue)  # validates
     found: list[StreamEvent] = []
     for queue in queues:
         entries = await jobs.redis.xrange(QueueKeys(queue).events,
-                                          min=f"({start[0]}-{start[1]}", max="+")
-        found += _parse(QueueKeys(queue).events, entries)
-    return sorted(found, key=lambda e: _order(e.id))
+                                          min=f"{start[0]}-{start[1]}", max="+")
+        found += [e for e in _parse(QueueKeys(queue).events, entries) if e.position > start]
+    return sorted(found, key=lambda e: e.position)
 
 
 async def follow(hub: EventHub, queues: list[str], match: Match,
@@ -172,12 +182,12 @@ async def follow(hub: EventHub, queues: list[str], match: Match,
         seen: dict[str, tuple[int, int]] = {}
         if since is not None:
             for event in await backlog(hub.jobs, queues, since):
+                seen[event.queue] = _order(event.stream_id)
                 if match(event):
-                    seen[event.queue] = _order(event.id)
                     yield event
         while True:
             event = await subscription.next()
-            if event.queue in seen and _order(event.id) <= seen[event.queue]:
+            if event.queue in seen and _order(event.stream_id) <= seen[event.queue]:
                 continue
             yield event
     finally:
