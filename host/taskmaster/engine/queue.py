@@ -9,7 +9,7 @@ override names the SAQ version it was checked against; SAQ is pinned to that min
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -366,7 +366,3 @@ def failure_events(job: Job, error: str | None, *, dead: bool) -> list[bytes]:
 
 def run_ms(job: Job) -> int | None:
     return max(0, now() - job.started) if job.started else None
-
-
-def queue_names_of(raw: Iterable[bytes]) -> list[str]:
-    return sorted(name.decode() for name in raw)

@@ -51,10 +51,6 @@ class ReloadOutcome:
     unloaded: list[str] = field(default_factory=list)
     rejected: dict[str, str] = field(default_factory=dict)
 
-    @property
-    def changed(self) -> bool:
-        return bool(self.loaded or self.unloaded or self.rejected)
-
 
 class Catalog:
     """The functions this process serves; `initialise` runs plugin lifecycle hooks."""
