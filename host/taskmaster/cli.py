@@ -6,8 +6,9 @@ import argparse
 import asyncio
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
+from typing import Any
 
 from taskmaster import __version__
 from taskmaster.commands import functions as functions_cmd
@@ -85,8 +86,18 @@ def _worker(args: argparse.Namespace) -> int:
     settings = output.settings(args, **{"redis_url": args.redis_url,
                                   "worker.concurrency": args.concurrency,
                                   "worker.queues": tuple(args.queue) if args.queue else None})
-    asyncio.run(run_worker(settings))
+    _run_fast(run_worker(settings))
     return 0
+
+
+def _run_fast(main: Coroutine[Any, Any, None]) -> None:
+    """Run on uvloop when it is installed (uvicorn[standard] brings it), else asyncio's loop."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
 
 
 def _bench(args: argparse.Namespace) -> int:
