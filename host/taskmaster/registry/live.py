@@ -35,6 +35,7 @@ from taskmaster.settings import ReloadSettings
 logger = logging.getLogger(__name__)
 
 RELOAD_CHANNEL = "taskmaster:reload"
+SENDER = " | from "
 PROCESSES_KEY = "taskmaster:processes"
 REPORT_INTERVAL_S = 5.0
 REPORT_STALE_S = 20.0
@@ -123,9 +124,13 @@ class LiveFunctions:
             try:
                 await pubsub.subscribe(RELOAD_CHANNEL)
                 async for message in pubsub.listen():
-                    if message["type"] == "message":
-                        logger.info("reload requested: %s", message["data"].decode())
-                        await self.reload(retry_rejected=True)
+                    if message["type"] != "message":
+                        continue
+                    reason, _, sender = message["data"].decode().partition(SENDER)
+                    if sender == self.process_id:
+                        continue  # our own request: the caller reloads this process itself
+                    logger.info("reload requested: %s", reason)
+                    await self.reload(retry_rejected=True)
             except RedisError as exc:
                 logger.warning("reload channel lost (%s); resubscribing", exc)
                 await asyncio.sleep(1.0)
@@ -148,8 +153,8 @@ class LiveFunctions:
             previous = installed
 
 
-async def broadcast_reload(redis: Redis, reason: str) -> None:
-    await redis.publish(RELOAD_CHANNEL, reason)
+async def broadcast_reload(redis: Redis, reason: str, sender: str = "") -> None:
+    await redis.publish(RELOAD_CHANNEL, f"{reason}{SENDER}{sender}")
 
 
 async def read_reports(redis: Redis) -> list[ProcessReport]:

@@ -112,7 +112,7 @@ class Mutation:
 
 async def _reload(svc: Services, reason: str) -> ReloadResult:
     since_ms = int(time.time() * 1000)
-    await broadcast_reload(svc.redis, reason)
+    await broadcast_reload(svc.redis, reason, sender=svc.live.process_id)
     outcome = await svc.live.reload(retry_rejected=True)
     converged, reports = await wait_for_convergence(
         svc.redis, svc.catalog, since_ms, svc.settings.reload.drain_timeout_s + 10)
