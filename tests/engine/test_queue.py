@@ -127,7 +127,8 @@ async def test_cancel_in_every_state(valkey_url: str, redis: Redis, jobs: JobCli
         for job in running:
             await in_status(jobs, job.id, JobStatus.ACTIVE)
             requested = await jobs.cancel(job.id)
-            assert requested.history[-1].type == "cancel_requested"
+            # ACTIVE shows from the claim; the worker's `started` may land just after this.
+            assert "cancel_requested" in [e.type for e in requested.history]
             done = await finished(jobs, job.id)
             assert done.status == JobStatus.CANCELLED and done.attempts == 1
         await eventually(lambda: len(seen) == 2, message="both handlers told")
