@@ -161,16 +161,21 @@ class JobClient:
                 " function or payload", id=existing.id)
         return existing
 
-    async def submit_many(self, items: list[tuple[Function, str, str, Any, SubmitOptions]]
-                          ) -> list[JobView]:
-        """Validate every item first (BatchInvalidError lists each problem), then enqueue
-        each queue's jobs in one transaction."""
+    async def submit_many(
+            self, items: list[tuple[Function, str, str, Any, SubmitOptions] | TaskmasterError]
+    ) -> list[JobView]:
+        """Validate every item first (BatchInvalidError lists each problem, including the
+        errors a caller already found, such as unknown functions), then enqueue each
+        queue's jobs in one transaction."""
         if not 1 <= len(items) <= MAX_BATCH:
             raise InvalidArgumentError("inputs", f"give 1 to {MAX_BATCH} jobs, got {len(items)}")
         built: list[tuple[TaskmasterQueue, tuple[Job, Priority, int, int, str]]] = []
         problems = []
-        for index, (function, plugin, version, payload, options) in enumerate(items):
+        for index, item in enumerate(items):
             try:
+                if isinstance(item, TaskmasterError):
+                    raise item
+                function, plugin, version, payload, options = item
                 function.parse_input(payload)
                 queue = self.queue(options.queue or function.queue)
                 built.append((queue, self._build(function, plugin, version, payload, options)))

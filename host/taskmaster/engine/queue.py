@@ -68,6 +68,11 @@ class Claim:
     """Recovered jobs waiting for a worker that runs nothing else."""
 
 
+def _created(reply: list[Any]) -> tuple[bool, str]:
+    created, key = reply
+    return bool(created), key.decode() if isinstance(key, bytes) else str(key)
+
+
 def keep_ms(job: Job, outcome: str) -> int:
     """How long a finished job stays, from its submission's retention settings."""
     seconds = job.meta.get("keep_dead_s" if outcome == "dead" else "keep_completed_s")
@@ -110,39 +115,30 @@ class TaskmasterQueue(RedisQueue):
     async def submit(self, job: Job, level: Priority, *, delay_ms: int = 0, run_at_ms: int = 0,
                      idempotency_key: str = "") -> tuple[bool, str]:
         """Store and enqueue a new job; (False, existing key) if its idempotency key is taken."""
-        job.queue = self
-        job.status = Status.QUEUED
-        job.queued = job.queued or now()
-        keys = self.keys
-        created, key = await self.scripts.enqueue(
-            keys=[keys.job(job.key), keys.history(job.key), keys.queued(level), keys.scheduled,
-                  keys.priority, keys.index, keys.idempotency, keys.idempotency_of, keys.wake],
-            args=[job.key, self.serialize(job),
-                  event("submitted", message=f"priority {level.value}"),
-                  level.value, delay_ms, run_at_ms, idempotency_key, job.function, self.prefix])
-        return bool(created), key.decode() if isinstance(key, bytes) else str(key)
+        keys, args = self._enqueue_call(job, level, delay_ms, run_at_ms, idempotency_key)
+        return _created(await self.scripts.enqueue(keys=keys, args=args))
 
     async def submit_many(self, jobs: list[tuple[Job, Priority, int, int, str]]
                           ) -> list[tuple[bool, str]]:
         """Enqueue a batch in one transaction (one round trip): all of them or none."""
-        keys = self.keys
         async with self.redis.pipeline(transaction=True) as pipe:
-            for job, level, delay_ms, run_at_ms, idempotency_key in jobs:
-                job.queue = self
-                job.status = Status.QUEUED
-                job.queued = job.queued or now()
-                await self.scripts.enqueue(
-                    keys=[keys.job(job.key), keys.history(job.key), keys.queued(level),
-                          keys.scheduled, keys.priority, keys.index, keys.idempotency,
-                          keys.idempotency_of, keys.wake],
-                    args=[job.key, self.serialize(job),
-                          event("submitted", message=f"priority {level.value}"),
-                          level.value, delay_ms, run_at_ms, idempotency_key, job.function,
-                          self.prefix],
-                    client=pipe)
+            for job in jobs:
+                keys, args = self._enqueue_call(*job)
+                await self.scripts.enqueue(keys=keys, args=args, client=pipe)
             replies = await pipe.execute()
-        return [(bool(created), key.decode() if isinstance(key, bytes) else str(key))
-                for created, key in replies]
+        return [_created(reply) for reply in replies]
+
+    def _enqueue_call(self, job: Job, level: Priority, delay_ms: int, run_at_ms: int,
+                      idempotency_key: str) -> tuple[list[str], list[Any]]:
+        job.queue = self
+        job.status = Status.QUEUED
+        job.queued = job.queued or now()
+        keys = self.keys
+        return ([keys.job(job.key), keys.history(job.key), keys.queued(level), keys.scheduled,
+                 keys.priority, keys.index, keys.idempotency, keys.idempotency_of, keys.wake],
+                [job.key, self.serialize(job),
+                 event("submitted", message=f"priority {level.value}"),
+                 level.value, delay_ms, run_at_ms, idempotency_key, job.function, self.prefix])
 
     async def claim(self, count: int, lease_ms: int, worker_id: str, *,
                     idle: bool = False) -> Claim:

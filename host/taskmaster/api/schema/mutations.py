@@ -13,12 +13,13 @@ from taskmaster.api.schema.inputs import DeadLetterFilter, SubmitJobInput
 from taskmaster.api.schema.types import Job, Priority
 from taskmaster.api.services import Services, services
 from taskmaster.engine.deadletters import purge_dead_letters, replay_dead_letters
+from taskmaster.engine.jobs import SubmitOptions
 from taskmaster.errors import (
-    BatchInvalidError,
     ForbiddenError,
     InvalidArgumentError,
     TaskmasterError,
 )
+from taskmaster.function import Function
 from taskmaster.registry.install import checked_requirement, pip_install
 from taskmaster.registry.live import broadcast_reload, wait_for_convergence
 
@@ -41,20 +42,14 @@ class Mutation:
                          " lists each problem with its index).")
     async def submit_jobs(self, info: Info, inputs: list[SubmitJobInput]) -> list[Job]:
         svc = services(info)
-        items = []
-        problems = []
-        for index, item in enumerate(inputs):
+        items: list[tuple[Function, str, str, Any, SubmitOptions] | TaskmasterError] = []
+        for item in inputs:
             try:
                 entry = svc.catalog.get(item.function)
-                entry.function.parse_input(item.payload)
                 items.append((entry.function, entry.plugin, entry.version, item.payload,
                               item.options()))
-            except TaskmasterError as exc:
-                problems.append({"index": index, "code": exc.code, "message": exc.message})
-        if problems:
-            raise BatchInvalidError(f"{len(problems)} of {len(inputs)} jobs are invalid; none"
-                                    f" was submitted (first: #{problems[0]['index']}:"
-                                    f" {problems[0]['message']})", errors=problems)
+            except TaskmasterError as exc:  # reported with the others, at its index
+                items.append(exc)
         return [Job.of(view) for view in await svc.jobs.submit_many(items)]
 
     @strawberry.mutation(description="Cancel a queued or scheduled job at once; a running"
