@@ -42,6 +42,16 @@ def event(type: str, **fields: Any) -> bytes:
     return _encoder.encode(JobEvent(type=type, **fields))
 
 
+def wire(history_event: JobEvent, at_ms: int = 0) -> list[Any]:
+    """An event as the batched scripts take it: the JSON to append and the fields the
+    metrics count (see `tally` in scripts.py). at_ms 0: stamp it with the script's time."""
+    # As text: the scripts' msgpack decoder knows no binary type.
+    return [_encoder.encode(history_event).decode(), history_event.type,
+            history_event.version or "",
+            -1 if history_event.wait_ms is None else history_event.wait_ms,
+            -1 if history_event.run_ms is None else history_event.run_ms, at_ms]
+
+
 def decode_events(raw: list[bytes]) -> list[JobEvent]:
     return [_decoder.decode(item) for item in raw]
 

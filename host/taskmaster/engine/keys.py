@@ -72,6 +72,13 @@ class QueueKeys:
         return self.key("stalls")
 
     @property
+    def attempts(self) -> str:
+        """HASH job id → attempts started so far, while the job is not finished. Attempt
+        numbers are issued by the claim, so an attempt whose worker died before its start
+        was written still counts."""
+        return self.key("attempts")
+
+    @property
     def cancel(self) -> str:
         """HASH job id → 1 when a cancel of the running attempt was requested."""
         return self.key("cancel")

@@ -8,7 +8,9 @@ override names the SAQ version it was checked against; SAQ is pinned to that min
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -20,8 +22,9 @@ from saq.queue.redis import PubSubMultiplexer, RedisQueue
 from saq.types import CountKind
 from saq.utils import now
 
-from taskmaster.engine.batching import ScriptBatcher
-from taskmaster.engine.history import error_summary, event, traceback_tail
+from taskmaster.engine.batching import Coalescer
+from taskmaster.engine.history import JobEvent, error_summary, event, traceback_tail, wire
+from taskmaster.engine.journal import Journal, Op
 from taskmaster.engine.keys import LEVELS, PREFIX, QueueKeys
 from taskmaster.engine.scripts import Scripts
 from taskmaster.function import Priority, check_queue_name
@@ -34,6 +37,12 @@ DEFAULT_MAX_STALLS = 3
 RETENTION_BATCH = 500
 RETENTION_ROUNDS = 20
 DAY_S = 24 * 3600
+SUBMIT_BATCH = 500
+"""Single submissions per shared script call."""
+_JOB_DEFAULTS: tuple[tuple[str, Any], ...] = tuple(
+    (f.name, f.default if f.default_factory is dataclasses.MISSING else f.default_factory())
+    for f in dataclasses.fields(Job) if f.name != "queue")
+_pack = msgspec.msgpack.Encoder().encode
 
 
 def _dump(data: Mapping[Any, Any]) -> bytes:
@@ -45,6 +54,17 @@ def _load(data: bytes | str) -> Any:
 
 
 @dataclass(frozen=True)
+class ServerClock:
+    """The store's time at a claim, to stamp what happens soon after it without asking."""
+
+    server_ms: int
+    monotonic: float
+
+    def now_ms(self) -> int:
+        return self.server_ms + int((time.monotonic() - self.monotonic) * 1000)
+
+
+@dataclass(frozen=True)
 class Claimed:
     """A job this worker now holds a lease on."""
 
@@ -52,6 +72,9 @@ class Claimed:
     token: str
     level: Priority
     stalls: int
+    attempt: int
+    """This attempt's number, issued by the claim."""
+    clock: ServerClock
 
     @property
     def suspect(self) -> bool:
@@ -92,7 +115,9 @@ class TaskmasterQueue(RedisQueue):
         self.prefix = self.keys.key("")
         self._pubsub = PubSubMultiplexer(redis.pubsub(), prefix=self.keys.job(""))
         self.scripts = Scripts.register(redis)
-        self._batched = ScriptBatcher(redis)
+        self.journal = Journal(self)
+        self._submissions: Coalescer[list[Any], tuple[bool, str]] = Coalescer(
+            self._enqueue_batch, SUBMIT_BATCH)
         if len(weights) != len(LEVELS) or min(weights) < 1:
             raise ValueError(f"queue {name}: four weights of at least 1 are needed, got {weights}")
         self.weights = tuple(weights)
@@ -114,31 +139,34 @@ class TaskmasterQueue(RedisQueue):
     # -- transitions --
     async def submit(self, job: Job, level: Priority, *, delay_ms: int = 0, run_at_ms: int = 0,
                      idempotency_key: str = "") -> tuple[bool, str]:
-        """Store and enqueue a new job; (False, existing key) if its idempotency key is taken."""
-        keys, args = self._enqueue_call(job, level, delay_ms, run_at_ms, idempotency_key)
-        return _created(await self.scripts.enqueue(keys=keys, args=args))
+        """Store and enqueue a new job; (False, existing key) if its idempotency key is taken.
+
+        Submissions made in the same loop turn share one script call."""
+        return await self._submissions.add(
+            self._enqueue_item(job, level, delay_ms, run_at_ms, idempotency_key))
 
     async def submit_many(self, jobs: list[tuple[Job, Priority, int, int, str]]
                           ) -> list[tuple[bool, str]]:
-        """Enqueue a batch in one transaction (one round trip): all of them or none."""
-        async with self.redis.pipeline(transaction=True) as pipe:
-            for job in jobs:
-                keys, args = self._enqueue_call(*job)
-                await self.scripts.enqueue(keys=keys, args=args, client=pipe)
-            replies = await pipe.execute()
-        return [_created(reply) for reply in replies]
+        """Enqueue a batch in one script call: all of them or none."""
+        return await self._enqueue_batch([self._enqueue_item(*job) for job in jobs])
 
-    def _enqueue_call(self, job: Job, level: Priority, delay_ms: int, run_at_ms: int,
-                      idempotency_key: str) -> tuple[list[str], list[Any]]:
+    def _enqueue_item(self, job: Job, level: Priority, delay_ms: int, run_at_ms: int,
+                      idempotency_key: str) -> list[Any]:
         job.queue = self
         job.status = Status.QUEUED
         job.queued = job.queued or now()
+        # Text, not bytes: the script's msgpack decoder knows no binary type.
+        return [job.key, self.serialize(job).decode(),
+                event("submitted", message=f"priority {level.value}").decode(),
+                level.value, delay_ms, run_at_ms, idempotency_key, job.function]
+
+    async def _enqueue_batch(self, items: list[list[Any]]) -> list[tuple[bool, str]]:
         keys = self.keys
-        return ([keys.job(job.key), keys.history(job.key), keys.queued(level), keys.scheduled,
-                 keys.priority, keys.index, keys.idempotency, keys.idempotency_of, keys.wake],
-                [job.key, self.serialize(job),
-                 event("submitted", message=f"priority {level.value}"),
-                 level.value, delay_ms, run_at_ms, idempotency_key, job.function, self.prefix])
+        replies = await self.scripts.enqueue(
+            keys=[*keys.all_queued, keys.scheduled, keys.priority, keys.index,
+                  keys.idempotency, keys.idempotency_of, keys.wake],
+            args=[self.prefix, _pack(items)])
+        return [_created(reply) for reply in replies]
 
     async def claim(self, count: int, lease_ms: int, worker_id: str, *,
                     idle: bool = False) -> Claim:
@@ -147,50 +175,68 @@ class TaskmasterQueue(RedisQueue):
         A worker running nothing (`idle`) is given one recovered suspect instead, if any.
         """
         keys = self.keys
-        rows, wait_ms, suspects = await self.scripts.claim(
+        rows, wait_ms, suspects, server_ms = await self.scripts.claim(
             keys=[*keys.all_queued, keys.scheduled, keys.active, keys.lease, keys.priority,
-                  keys.swrr, keys.stalls, keys.suspects],
+                  keys.swrr, keys.stalls, keys.suspects, keys.attempts],
             args=[count, lease_ms, worker_id, *self.weights, self.prefix, int(idle)])
+        clock = ServerClock(int(server_ms), time.monotonic())
         claimed = []
-        for key, token, level, record, stalls in rows:
+        for key, token, level, record, stalls, attempt in rows:
             job = self.deserialize(record) if record else None
             if job is None:  # purged between submission and claim: let the lease lapse
                 logger.warning("claimed job %s has no record", key.decode())
                 continue
-            claimed.append(Claimed(job, token.decode(), Priority(level.decode()), int(stalls)))
+            claimed.append(Claimed(job, token.decode(), Priority(level.decode()), int(stalls),
+                                   int(attempt), clock))
         return Claim(claimed, int(wait_ms), int(suspects))
 
-    async def record(self, job: Job, token: str, history_event: bytes | None = None) -> bool:
-        """Write the record of a job this worker holds; False if its lease was lost."""
-        keys = self.keys
-        return bool(await self._batched.call(
-            self.scripts.update,
-            [keys.job(job.key), keys.history(job.key), keys.lease],
-            [job.key, token, self.serialize(job), history_event or "", job.status.value,
-             job.function, self.prefix]))
+    def start_attempt(self, job: Job, token: str, started: JobEvent, at_ms: int) -> None:
+        """Record that an attempt began (written with its outcome if that comes soon)."""
+        self.journal.start(Op("W", job.key, token, job.function, self.serialize(job).decode(),
+                              [wire(started, at_ms)]))
 
-    async def finish_attempt(self, job: Job, token: str, *events: bytes) -> bool:
-        """Record a terminal outcome (COMPLETE, FAILED → dead letters, ABORTED)."""
+    async def record(self, job: Job, token: str, history_event: JobEvent | None = None) -> bool:
+        """Write the record of a job this worker holds; False if its lease was lost."""
+        return await self.journal.apply(Op(
+            "W", job.key, token, job.function, self.serialize(job).decode(),
+            [wire(history_event)] if history_event else []))
+
+    async def finish_attempt(self, job: Job, token: str, *events: JobEvent) -> bool:
+        """Record a terminal outcome (COMPLETE, FAILED → dead letters, ABORTED).
+
+        An empty token finishes a job nobody holds (recovered from a dead worker)."""
         dead = job.status == Status.FAILED
-        keys = self.keys
-        return bool(await self._batched.call(
-            self.scripts.finish,
-            [keys.job(job.key), keys.history(job.key), keys.active, keys.lease,
-             keys.priority, keys.stalls, keys.cancel, keys.dead if dead else keys.done],
-            [job.key, token, self.serialize(job), events[0],
-             events[1] if len(events) > 1 else "",
-             keep_ms(job, "dead" if dead else "done"), job.status.value, job.function,
-             self.prefix]))
+        return await self.journal.apply(Op(
+            "D" if dead else "C", job.key, token, job.function, self.serialize(job).decode(),
+            [wire(e) for e in events], keep_ms(job, "dead" if dead else "done")))
 
     async def retry_attempt(self, job: Job, token: str, level: Priority, delay_ms: int,
-                            history_event: bytes) -> bool:
-        keys = self.keys
-        return bool(await self._batched.call(
-            self.scripts.retry,
-            [keys.job(job.key), keys.history(job.key), keys.active, keys.lease,
-             keys.scheduled, keys.queued(level), keys.wake, keys.cancel],
-            [job.key, token, self.serialize(job), history_event, delay_ms, job.function,
-             self.prefix]))
+                            history_event: JobEvent, *, spent: bool = True) -> bool:
+        """Put the job back for another attempt; `spent=False` gives this one back."""
+        return await self.journal.apply(Op(
+            "R" if spent else "Q", job.key, token, job.function,
+            self.serialize(job).decode(), [wire(history_event)], delay_ms, level.value))
+
+    async def park(self, job: Job, token: str, reason: str | None) -> bool:
+        """Set a claimed job aside until its function can run here; no attempt is spent."""
+        job.status = Status.QUEUED
+        return await self.journal.apply(Op(
+            "P", job.key, token, job.function, self.serialize(job).decode(),
+            [wire(JobEvent(type="waiting", message=reason))] if reason else []))
+
+    def serialize(self, job: Job) -> bytes:
+        """SAQ's Job.to_dict() as JSON, without its per-call field introspection."""
+        record = {}
+        for name, default in _JOB_DEFAULTS:
+            value = getattr(job, name)
+            if value is default or value == default:
+                continue
+            record[name] = value
+        if job.queue is not None:
+            record["queue"] = job.queue.name
+        if not job.meta:
+            record.pop("meta", None)
+        return _dump(record)
 
     async def cancel_job(self, cancelled: Job) -> int:
         """1: cancelled now; 2: running, cancel requested; 0: already finished."""
@@ -220,20 +266,9 @@ class TaskmasterQueue(RedisQueue):
         job.status = Status.QUEUED
         return bool(await self.scripts.requeue(
             keys=[keys.job(job.key), keys.history(job.key), keys.dead, keys.done,
-                  keys.queued(level), keys.priority, keys.wake],
+                  keys.queued(level), keys.priority, keys.wake, keys.attempts],
             args=[job.key, self.serialize(job), history_event, level.value, job.function,
-                  self.prefix]))
-
-    async def park(self, job: Job, token: str, reason: str | None) -> bool:
-        """Set a claimed job aside until its function can run here; no attempt is spent."""
-        keys = self.keys
-        job.status = Status.QUEUED
-        return bool(await self.scripts.park(
-            keys=[keys.job(job.key), keys.history(job.key), keys.active, keys.lease,
-                  keys.parked(job.function), keys.parked_functions],
-            args=[job.key, token, self.serialize(job),
-                  event("waiting", message=reason) if reason else "", job.function,
-                  self.prefix]))
+                  self.prefix, job.attempts]))
 
     async def unpark(self, runnable: set[str]) -> int:
         """Put back the parked jobs of every job type in `runnable`; returns how many."""
@@ -283,10 +318,11 @@ class TaskmasterQueue(RedisQueue):
             return
         job.status, job.error, job.completed = status, error, now()
         if status == Status.FAILED:
-            await self.finish_attempt(job, "", event("failed", attempt=job.attempts, error=error),
-                                      event("dead_lettered", message=error))
+            await self.finish_attempt(job, "", JobEvent(type="failed", attempt=job.attempts,
+                                                        error=error),
+                                      JobEvent(type="dead_lettered", message=error))
         else:
-            await self.finish_attempt(job, "", event("cancelled", attempt=job.attempts))
+            await self.finish_attempt(job, "", JobEvent(type="cancelled", attempt=job.attempts))
 
     # -- SAQ upkeep entry points (saq 0.26.4) --
     async def schedule(self, lock: int = 1) -> list[str]:
@@ -315,9 +351,6 @@ class TaskmasterQueue(RedisQueue):
             return await self.count("queued") + await self.count("active") + int(
                 await self.redis.zcard(keys.scheduled))
         raise ValueError(f"can't count unknown kind {kind}")
-
-    async def notify(self, job: Job) -> None:  # saq 0.26.4
-        await self.redis.publish(job.id, job.status.value)
 
     async def _enqueue(self, job: Job) -> Job | None:  # saq 0.26.4: Queue.enqueue()
         level = Priority(job.meta.get("priority", Priority.NORMAL.value))
@@ -348,15 +381,15 @@ class TaskmasterQueue(RedisQueue):
         self._bypass("abort")
 
 
-def failure_events(job: Job, error: str | None, *, dead: bool) -> list[bytes]:
+def failure_events(job: Job, error: str | None, *, dead: bool) -> list[JobEvent]:
     """History for a failed attempt: `failed` (+ `dead_lettered` when it was the last)."""
-    events = [event("failed", attempt=job.attempts, worker=job.worker_id,
-                    plugin=job.meta.get("plugin"), version=job.meta.get("version"),
-                    error=error_summary(error), traceback=traceback_tail(error),
-                    run_ms=run_ms(job))]
+    events = [JobEvent(type="failed", attempt=job.attempts, worker=job.worker_id,
+                       plugin=job.meta.get("plugin"), version=job.meta.get("version"),
+                       error=error_summary(error), traceback=traceback_tail(error),
+                       run_ms=run_ms(job))]
     if dead:
-        events.append(event("dead_lettered", attempt=job.attempts,
-                            message=f"after {job.attempts} attempt(s)"))
+        events.append(JobEvent(type="dead_lettered", attempt=job.attempts,
+                               message=f"after {job.attempts} attempt(s)"))
     return events
 
 

@@ -18,9 +18,9 @@ local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-local function stamp(event, now)
-  if event == '{}' then return '{"at_ms":' .. now .. '}' end
-  return '{"at_ms":' .. now .. ',' .. string.sub(event, 2)
+local function stamp(event, at)
+  if event == '{}' then return '{"at_ms":' .. at .. '}' end
+  return '{"at_ms":' .. at .. ',' .. string.sub(event, 2)
 end
 local LEVELS = {'CRITICAL', 'HIGH', 'NORMAL', 'LOW'}
 local LEVEL_INDEX = {CRITICAL = 1, HIGH = 2, NORMAL = 3, LOW = 4}
@@ -28,134 +28,311 @@ local function wake(key)
   redis.call('LPUSH', key, 1)
   redis.call('LTRIM', key, 0, 15)
 end
--- Metrics: per-minute buckets (kept two hours) and running totals, per function|version.
-local DURATION_BUCKETS = {5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000}
-local function count(prefix, now, field, n)
-  local bucket = prefix .. 'metrics:' .. math.floor(now / 60000)
-  -- A bucket always starts with a new field, so expiring on a field's first write
-  -- covers every bucket at a fraction of the calls.
-  if redis.call('HINCRBY', bucket, field, n) == n then redis.call('EXPIRE', bucket, 7260) end
-  redis.call('HINCRBY', prefix .. 'totals', field, n)
+-- Variadic commands in slices, under Lua's limit on unpacked arguments.
+local function bulk(command, key, args)
+  for i = 1, #args, 1000 do
+    redis.call(command, key, unpack(args, i, math.min(i + 999, #args)))
+  end
 end
-local function observe(prefix, now, field, ms)
+-- Metrics: per-minute buckets (kept two hours) and running totals, per function|version,
+-- added up over a script's events first so each field costs two calls per script.
+local DURATION_BUCKETS = {5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000}
+local function add(counts, field, n)
+  counts[field] = (counts[field] or 0) + n
+end
+local function observe(counts, field, ms)
   local le = '+Inf'
   for _, bound in ipairs(DURATION_BUCKETS) do
     if ms <= bound then le = tostring(bound) break end
   end
-  count(prefix, now, field .. ':le:' .. le, 1)
-  count(prefix, now, field .. ':sum_ms', math.floor(ms))
+  add(counts, field .. ':le:' .. le, 1)
+  add(counts, field .. ':sum_ms', math.floor(ms))
 end
--- Every history event goes to the job's history, the queue's event stream and the metrics.
+-- ev: {json, type, version, wait_ms (-1: none), run_ms (-1: none), at_ms (0: now)}
+local function tally(counts, fn, ev)
+  local field = fn .. '|' .. ev[3] .. '|'
+  add(counts, field .. ev[2], 1)
+  if ev[4] >= 0 then observe(counts, field .. 'wait', ev[4]) end
+  if ev[5] >= 0 then observe(counts, field .. 'run', ev[5]) end
+end
+local function save_counts(prefix, now, counts)
+  local bucket = prefix .. 'metrics:' .. math.floor(now / 60000)
+  for field, n in pairs(counts) do
+    -- A bucket always starts with a new field, so expiring on a field's first write
+    -- covers every bucket at a fraction of the calls.
+    if redis.call('HINCRBY', bucket, field, n) == n then redis.call('EXPIRE', bucket, 7260) end
+    redis.call('HINCRBY', prefix .. 'totals', field, n)
+  end
+end
+local function publish(prefix, fn, id, stamped)
+  redis.call('XADD', prefix .. 'events', 'MAXLEN', '~', 100000, '*',
+             'job', id, 'fn', fn, 'event', stamped)
+end
+-- One event of a cold path: to the job's history, the event stream and the metrics.
 local function note(prefix, fn, id, event, now)
   local stamped = stamp(event, now)
   redis.call('RPUSH', prefix .. 'history:' .. id, stamped)
-  redis.call('XADD', prefix .. 'events', 'MAXLEN', '~', 100000, '*',
-             'job', id, 'fn', fn, 'event', stamped)
+  publish(prefix, fn, id, stamped)
   local e = cjson.decode(stamped)
-  local field = fn .. '|' .. (type(e.version) == 'string' and e.version or '') .. '|'
-  count(prefix, now, field .. e.type, 1)
-  if type(e.wait_ms) == 'number' then observe(prefix, now, field .. 'wait', e.wait_ms) end
-  if type(e.run_ms) == 'number' then observe(prefix, now, field .. 'run', e.run_ms) end
+  local counts = {}
+  tally(counts, fn, {stamped, e.type, type(e.version) == 'string' and e.version or '',
+                     type(e.wait_ms) == 'number' and e.wait_ms or -1,
+                     type(e.run_ms) == 'number' and e.run_ms or -1})
+  save_counts(prefix, now, counts)
 end
 """
 
-# KEYS: job, history, queued:<level>, scheduled, priority, index, idem, idem-of, wake
-# ARGV: key, record, event, level, delay_ms, run_at_ms (0: none), idempotency key ('': none),
-#       function, key prefix
+# KEYS: queued:CRITICAL..LOW (4), scheduled, priority, index, idem, idem-of, wake
+# ARGV: key prefix, msgpack list of jobs, each {key, record, submitted event, level,
+#       delay_ms, run_at_ms (0: none), idempotency key ('': none), function}
+# Returns {{1 created | 0 existing, key}...}: an idempotency key in use, or a job key
+# that exists, gives the existing job's key.
 ENQUEUE = """
 local now = now_ms()
-if ARGV[7] ~= '' then
-  local existing = redis.call('HGET', KEYS[7], ARGV[7])
-  if existing then return {0, existing} end
+local prefix = ARGV[1]
+local out, counts = {}, {}
+local index, levels, scheduled, queued = {}, {}, {}, {{}, {}, {}, {}}
+for i, job in ipairs(cmsgpack.unpack(ARGV[2])) do
+  local id, idem, fn = job[1], job[7], job[8]
+  local existing = idem ~= '' and redis.call('HGET', KEYS[8], idem)
+  if existing then
+    out[i] = {0, existing}
+  elseif not redis.call('SET', prefix .. 'job:' .. id, job[2], 'NX') then
+    out[i] = {0, id}
+  else
+    local stamped = stamp(job[3], now)
+    redis.call('RPUSH', prefix .. 'history:' .. id, stamped)
+    publish(prefix, fn, id, stamped)
+    add(counts, fn .. '||submitted', 1)
+    table.insert(index, now)
+    table.insert(index, id)
+    table.insert(levels, id)
+    table.insert(levels, job[4])
+    if idem ~= '' then
+      redis.call('HSET', KEYS[8], idem, id)
+      redis.call('HSET', KEYS[9], id, idem)
+    end
+    local due = job[6]
+    if due == 0 then due = now + job[5] end
+    if due > now then
+      table.insert(scheduled, due)
+      table.insert(scheduled, id)
+    else
+      table.insert(queued[LEVEL_INDEX[job[4]]], id)
+    end
+    out[i] = {1, id}
+  end
 end
-if redis.call('EXISTS', KEYS[1]) == 1 then return {0, ARGV[1]} end
-redis.call('SET', KEYS[1], ARGV[2])
-note(ARGV[9], ARGV[8], ARGV[1], ARGV[3], now)
-redis.call('HSET', KEYS[5], ARGV[1], ARGV[4])
-redis.call('ZADD', KEYS[6], now, ARGV[1])
-if ARGV[7] ~= '' then
-  redis.call('HSET', KEYS[7], ARGV[7], ARGV[1])
-  redis.call('HSET', KEYS[8], ARGV[1], ARGV[7])
+if #index > 0 then
+  bulk('ZADD', KEYS[7], index)
+  bulk('HSET', KEYS[6], levels)
+  if #scheduled > 0 then bulk('ZADD', KEYS[5], scheduled) end
+  for level = 1, 4 do
+    if #queued[level] > 0 then bulk('RPUSH', KEYS[level], queued[level]) end
+  end
+  -- Also for scheduled jobs: a blocked fetch loop must learn of an earlier due time.
+  wake(KEYS[10])
+  save_counts(prefix, now, counts)
 end
-local due = tonumber(ARGV[6])
-if due == 0 then due = now + tonumber(ARGV[5]) end
-if due > now then
-  redis.call('ZADD', KEYS[4], due, ARGV[1])
-else
-  redis.call('RPUSH', KEYS[3], ARGV[1])
-end
--- Also for a scheduled job: a blocked fetch loop must learn of the earlier due time.
-wake(KEYS[9])
-return {1, ARGV[1]}
+return out
 """
 
-# KEYS: queued:CRITICAL..LOW (4), scheduled, active, lease, priority, swrr, stalls, suspects
+# KEYS: queued:CRITICAL..LOW (4), scheduled, active, lease, priority, swrr, stalls, suspects,
+#       attempts
 # ARGV: max jobs, lease_ms, worker id, weight CRITICAL..LOW (4), key prefix, 1 if the worker
 #       runs nothing right now (it may take a suspect, alone)
-# Returns {{key, token, level, record, stalls}...}, ms until the next scheduled job (-1: none),
-# suspects waiting.
+# Returns {{key, token, level, record, stalls, attempt}...}, ms until the next scheduled job
+# (-1: none), suspects waiting, the server's time (ms).
 CLAIM = """
 local now = now_ms()
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now, 'LIMIT', 0, 1000)) do
-  redis.call('ZREM', KEYS[5], id)
-  local level = redis.call('HGET', KEYS[8], id) or 'NORMAL'
-  redis.call('RPUSH', KEYS[LEVEL_INDEX[level] or 3], id)
-end
-local function lease(id, level)
-  local token = ARGV[3] .. ':' .. redis.call('INCR', ARGV[8] .. 'lease-seq')
-  redis.call('ZADD', KEYS[6], now + tonumber(ARGV[2]), id)
-  redis.call('HSET', KEYS[7], id, token)
-  local record = redis.call('GET', ARGV[8] .. 'job:' .. id)
-  local stalls = redis.call('HGET', KEYS[10], id) or '0'
-  return {id, token, level, record or '', stalls}
+local prefix = ARGV[8]
+local due = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now, 'LIMIT', 0, 1000)
+if #due > 0 then
+  bulk('ZREM', KEYS[5], due)
+  local levels = redis.call('HMGET', KEYS[8], unpack(due))
+  local back = {{}, {}, {}, {}}
+  for i, id in ipairs(due) do table.insert(back[LEVEL_INDEX[levels[i]] or 3], id) end
+  for level = 1, 4 do
+    if #back[level] > 0 then bulk('RPUSH', KEYS[level], back[level]) end
+  end
 end
 local first = redis.call('ZRANGE', KEYS[5], 0, 0, 'WITHSCORES')
 local wait = -1
 if first[2] then wait = math.max(0, tonumber(first[2]) - now) end
 local suspects = redis.call('LLEN', KEYS[11])
+local ids, levels = {}, {}
 if suspects > 0 and ARGV[9] == '1' then
   -- A job whose worker died runs alone, so a second death is its own doing.
-  local id = redis.call('LPOP', KEYS[11])
-  return {{lease(id, redis.call('HGET', KEYS[8], id) or 'NORMAL')}, wait, suspects - 1}
-end
-local credit = redis.call('HMGET', KEYS[9], 'CRITICAL', 'HIGH', 'NORMAL', 'LOW')
-local c, lens = {}, {}
-for i = 1, 4 do
-  c[i] = tonumber(credit[i]) or 0
-  lens[i] = redis.call('LLEN', KEYS[i])
-end
-local out = {}
-for _ = 1, tonumber(ARGV[1]) do
-  -- Smooth weighted round-robin over the levels that have jobs: exact shares in every
-  -- cycle, and an empty level's share goes to the others.
-  local total, best = 0, nil
+  ids[1] = redis.call('LPOP', KEYS[11])
+  levels[1] = redis.call('HGET', KEYS[8], ids[1]) or 'NORMAL'
+  suspects = suspects - 1
+else
+  local credit = redis.call('HMGET', KEYS[9], 'CRITICAL', 'HIGH', 'NORMAL', 'LOW')
+  local c, lens, take, picks = {}, {}, {0, 0, 0, 0}, {}
   for i = 1, 4 do
-    if lens[i] > 0 then
-      local w = tonumber(ARGV[3 + i])
-      c[i] = c[i] + w
-      total = total + w
-      if best == nil or c[i] > c[best] then best = i end
-    else
-      c[i] = 0
-    end
+    c[i] = tonumber(credit[i]) or 0
+    lens[i] = redis.call('LLEN', KEYS[i])
   end
-  if best == nil then break end
-  c[best] = c[best] - total
-  lens[best] = lens[best] - 1
-  table.insert(out, lease(redis.call('LPOP', KEYS[best]), LEVELS[best]))
+  for _ = 1, tonumber(ARGV[1]) do
+    -- Smooth weighted round-robin over the levels that have jobs: exact shares in every
+    -- cycle, and an empty level's share goes to the others.
+    local total, best = 0, nil
+    for i = 1, 4 do
+      if lens[i] > 0 then
+        local w = tonumber(ARGV[3 + i])
+        c[i] = c[i] + w
+        total = total + w
+        if best == nil or c[i] > c[best] then best = i end
+      else
+        c[i] = 0
+      end
+    end
+    if best == nil then break end
+    c[best] = c[best] - total
+    lens[best] = lens[best] - 1
+    take[best] = take[best] + 1
+    table.insert(picks, best)
+  end
+  redis.call('HSET', KEYS[9], 'CRITICAL', c[1], 'HIGH', c[2], 'NORMAL', c[3], 'LOW', c[4])
+  local popped, next_of = {}, {1, 1, 1, 1}
+  for i = 1, 4 do
+    if take[i] > 0 then popped[i] = redis.call('LPOP', KEYS[i], take[i]) end
+  end
+  for _, level in ipairs(picks) do
+    table.insert(ids, popped[level][next_of[level]])
+    table.insert(levels, LEVELS[level])
+    next_of[level] = next_of[level] + 1
+  end
 end
-redis.call('HSET', KEYS[9], 'CRITICAL', c[1], 'HIGH', c[2], 'NORMAL', c[3], 'LOW', c[4])
-return {out, wait, suspects}
+if #ids == 0 then return {{}, wait, suspects, now} end
+local seq = redis.call('INCRBY', prefix .. 'lease-seq', #ids) - #ids
+local deadline = now + tonumber(ARGV[2])
+local leased, tokens, records, stalls = {}, {}, {}, {}
+for i, id in ipairs(ids) do
+  tokens[i] = ARGV[3] .. ':' .. (seq + i)
+  table.insert(leased, deadline)
+  table.insert(leased, id)
+  table.insert(records, id)
+  table.insert(records, tokens[i])
+end
+bulk('ZADD', KEYS[6], leased)
+bulk('HSET', KEYS[7], records)
+local out = {}
+for i = 1, #ids, 1000 do
+  local last = math.min(i + 999, #ids)
+  local keys = {}
+  for j = i, last do keys[j - i + 1] = prefix .. 'job:' .. ids[j] end
+  local found = redis.call('MGET', unpack(keys))
+  local stalled = redis.call('HMGET', KEYS[10], unpack(ids, i, last))
+  for j = i, last do
+    out[j] = {ids[j], tokens[j], levels[j], found[j - i + 1] or '', stalled[j - i + 1] or '0',
+              redis.call('HINCRBY', KEYS[12], ids[j], 1)}
+  end
+end
+return {out, wait, suspects, now}
 """
 
-# KEYS: job, history, lease
-# ARGV: key, token, record, event ('': none), status, function, key prefix
-UPDATE = """
-if redis.call('HGET', KEYS[3], ARGV[1]) ~= ARGV[2] then return 0 end
-redis.call('SET', KEYS[1], ARGV[3])
-if ARGV[4] ~= '' then note(ARGV[7], ARGV[6], ARGV[1], ARGV[4], now_ms()) end
-redis.call('PUBLISH', KEYS[1], ARGV[5])
-return 1
+# KEYS: active, lease, priority, stalls, cancel, done, dead, scheduled,
+#       queued:CRITICAL..LOW (4), wake, parked-functions, attempts
+# ARGV: key prefix, msgpack list of operations, in order, each
+#       {kind, key, token ('': not fenced), function, record ('': unchanged), {events},
+#        number, level}; kinds:
+#   W  write the record and events of a running attempt (start, progress)
+#   C  completed/cancelled: to the done set, kept `number` ms
+#   D  dead-lettered: to the dead set, kept `number` ms
+#   R  retry: back to its level after `number` ms
+#   Q  requeue (the worker stopped): back to its level at once, the attempt not spent
+#   P  park: set aside until a worker can run its function; the attempt not spent
+# An operation whose lease token no longer holds does nothing. Returns {1 | 0 ...}.
+APPLY = """
+local now = now_ms()
+local prefix = ARGV[1]
+local ops = cmsgpack.unpack(ARGV[2])
+local ids = {}
+for i, op in ipairs(ops) do ids[i] = op[2] end
+local held = {}
+for i = 1, #ids, 1000 do
+  local part = redis.call('HMGET', KEYS[2], unpack(ids, i, math.min(i + 999, #ids)))
+  for j = 1, #part do held[ids[i + j - 1]] = part[j] end
+end
+local results, counts, records, history, order = {}, {}, {}, {}, {}
+local ended, finished, done, dead, scheduled = {}, {}, {}, {}, {}
+local queued, parked = {{}, {}, {}, {}}, {}
+for i, op in ipairs(ops) do
+  local kind, id, token, fn = op[1], op[2], op[3], op[4]
+  if token ~= '' and held[id] ~= token then
+    results[i] = 0
+  else
+    results[i] = 1
+    if op[5] ~= '' then
+      table.insert(records, prefix .. 'job:' .. id)
+      table.insert(records, op[5])
+    end
+    for _, ev in ipairs(op[6]) do
+      local stamped = stamp(ev[1], ev[6] > 0 and ev[6] or now)
+      if not history[id] then
+        history[id] = {}
+        table.insert(order, id)
+      end
+      table.insert(history[id], stamped)
+      publish(prefix, fn, id, stamped)
+      tally(counts, fn, ev)
+    end
+    if kind ~= 'W' then
+      held[id] = nil  -- the attempt is over: later operations of it are stale
+      table.insert(ended, id)
+      if kind == 'C' or kind == 'D' then
+        table.insert(finished, id)
+        local into = kind == 'C' and done or dead
+        table.insert(into, now + op[7])
+        table.insert(into, id)
+      elseif kind == 'R' or kind == 'Q' then
+        if kind == 'Q' then redis.call('HINCRBY', KEYS[15], id, -1) end
+        if op[7] > 0 then
+          table.insert(scheduled, now + op[7])
+          table.insert(scheduled, id)
+        else
+          table.insert(queued[LEVEL_INDEX[op[8]] or 3], id)
+        end
+      else
+        redis.call('HINCRBY', KEYS[15], id, -1)
+        parked[fn] = parked[fn] or {}
+        table.insert(parked[fn], id)
+      end
+    end
+  end
+end
+for i = 1, #records, 1000 do
+  redis.call('MSET', unpack(records, i, math.min(i + 999, #records)))
+end
+for _, id in ipairs(order) do bulk('RPUSH', prefix .. 'history:' .. id, history[id]) end
+if #ended > 0 then
+  bulk('ZREM', KEYS[1], ended)
+  bulk('HDEL', KEYS[2], ended)
+  bulk('HDEL', KEYS[5], ended)
+end
+if #finished > 0 then
+  bulk('HDEL', KEYS[3], finished)
+  bulk('HDEL', KEYS[4], finished)
+  bulk('HDEL', KEYS[15], finished)
+end
+if #done > 0 then bulk('ZADD', KEYS[6], done) end
+if #dead > 0 then bulk('ZADD', KEYS[7], dead) end
+local woken = #scheduled > 0
+if woken then bulk('ZADD', KEYS[8], scheduled) end
+for level = 1, 4 do
+  if #queued[level] > 0 then
+    bulk('RPUSH', KEYS[8 + level], queued[level])
+    woken = true
+  end
+end
+if woken then wake(KEYS[13]) end
+for fn, list in pairs(parked) do
+  bulk('RPUSH', prefix .. 'parked:' .. fn, list)
+  redis.call('SADD', KEYS[14], fn)
+end
+save_counts(prefix, now, counts)
+return results
 """
 
 # KEYS: active, lease   ARGV: lease_ms, key1, token1, key2, token2, ...
@@ -173,43 +350,6 @@ end
 return lost
 """
 
-# KEYS: job, history, active, lease, priority, stalls, cancel, done-or-dead
-# ARGV: key, token ('': the caller already owns the job), record, event, second event
-#       ('': none), keep_ms, status, function, key prefix
-FINISH = """
-local now = now_ms()
-if ARGV[2] ~= '' and redis.call('HGET', KEYS[4], ARGV[1]) ~= ARGV[2] then return 0 end
-redis.call('ZREM', KEYS[3], ARGV[1])
-for i = 4, 7 do redis.call('HDEL', KEYS[i], ARGV[1]) end
-redis.call('SET', KEYS[1], ARGV[3])
-note(ARGV[9], ARGV[8], ARGV[1], ARGV[4], now)
-if ARGV[5] ~= '' then note(ARGV[9], ARGV[8], ARGV[1], ARGV[5], now) end
-redis.call('ZADD', KEYS[8], now + tonumber(ARGV[6]), ARGV[1])
-redis.call('PUBLISH', KEYS[1], ARGV[7])
-return 1
-"""
-
-# KEYS: job, history, active, lease, scheduled, queued:<level>, wake, cancel
-# ARGV: key, token, record, event, delay_ms, function, key prefix
-RETRY = """
-local now = now_ms()
-if redis.call('HGET', KEYS[4], ARGV[1]) ~= ARGV[2] then return 0 end
-redis.call('ZREM', KEYS[3], ARGV[1])
-redis.call('HDEL', KEYS[4], ARGV[1])
-redis.call('HDEL', KEYS[8], ARGV[1])
-redis.call('SET', KEYS[1], ARGV[3])
-note(ARGV[7], ARGV[6], ARGV[1], ARGV[4], now)
-local delay = tonumber(ARGV[5])
-if delay > 0 then
-  redis.call('ZADD', KEYS[5], now + delay, ARGV[1])
-else
-  redis.call('RPUSH', KEYS[6], ARGV[1])
-end
-wake(KEYS[7])
-redis.call('PUBLISH', KEYS[1], 'queued')
-return 1
-"""
-
 # KEYS: job, history, queued:CRITICAL..LOW (4), scheduled, active, priority, done, cancel,
 #       suspects, parked:<function>
 # ARGV: key, cancelled record, cancelled event, keep_ms, cancel-requested event, function,
@@ -222,10 +362,10 @@ local removed = redis.call('ZREM', KEYS[7], ARGV[1]) + redis.call('LREM', KEYS[1
 for i = 3, 6 do removed = removed + redis.call('LREM', KEYS[i], 0, ARGV[1]) end
 if removed > 0 then
   redis.call('HDEL', KEYS[9], ARGV[1])
+  redis.call('HDEL', ARGV[7] .. 'attempts', ARGV[1])
   redis.call('SET', KEYS[1], ARGV[2])
   note(ARGV[7], ARGV[6], ARGV[1], ARGV[3], now)
   redis.call('ZADD', KEYS[10], now + tonumber(ARGV[4]), ARGV[1])
-  redis.call('PUBLISH', KEYS[1], 'aborted')
   return 1
 end
 if redis.call('ZSCORE', KEYS[8], ARGV[1]) then
@@ -257,20 +397,6 @@ note(ARGV[5], ARGV[4], ARGV[1], ARGV[3], now_ms())
 return 1
 """
 
-# KEYS: job, history, active, lease, parked:<function>, parked-functions
-# ARGV: key, token, record, event ('': none), function, key prefix
-# Sets a claimed job aside until a worker can run its function; its attempt is not spent.
-PARK = """
-if redis.call('HGET', KEYS[4], ARGV[1]) ~= ARGV[2] then return 0 end
-redis.call('ZREM', KEYS[3], ARGV[1])
-redis.call('HDEL', KEYS[4], ARGV[1])
-redis.call('SET', KEYS[1], ARGV[3])
-if ARGV[4] ~= '' then note(ARGV[6], ARGV[5], ARGV[1], ARGV[4], now_ms()) end
-redis.call('RPUSH', KEYS[5], ARGV[1])
-redis.call('SADD', KEYS[6], ARGV[5])
-return 1
-"""
-
 # KEYS: parked:<function>, parked-functions, priority, queued:CRITICAL..LOW (4), wake
 # ARGV: function
 # Returns how many parked jobs went back to the front of their level.
@@ -288,8 +414,8 @@ if moved > 0 then wake(KEYS[8]) end
 return moved
 """
 
-# KEYS: job, history, dead, done, queued:<level>, priority, wake
-# ARGV: key, record, event, level, function, key prefix
+# KEYS: job, history, dead, done, queued:<level>, priority, wake, attempts
+# ARGV: key, record, event, level, function, key prefix, attempts so far
 # Puts a finished job back in its queue; 0 if it is not finished (or already requeued).
 REQUEUE = """
 if redis.call('ZREM', KEYS[3], ARGV[1]) + redis.call('ZREM', KEYS[4], ARGV[1]) == 0 then
@@ -298,9 +424,9 @@ end
 redis.call('SET', KEYS[1], ARGV[2])
 note(ARGV[6], ARGV[5], ARGV[1], ARGV[3], now_ms())
 redis.call('HSET', KEYS[6], ARGV[1], ARGV[4])
+redis.call('HSET', KEYS[8], ARGV[1], ARGV[7])
 redis.call('RPUSH', KEYS[5], ARGV[1])
 wake(KEYS[7])
-redis.call('PUBLISH', KEYS[1], 'queued')
 return 1
 """
 
@@ -358,6 +484,8 @@ local now = now_ms()
 local requeued, poison, cancelled = {}, {}, {}
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 200)) do
   redis.call('ZREM', KEYS[1], id)
+  -- Lease tokens are '<worker id>:<sequence>'.
+  local worker = string.match(redis.call('HGET', KEYS[2], id) or '', '^(.*):[0-9]+$') or ''
   redis.call('HDEL', KEYS[2], id)
   local stalls = redis.call('HINCRBY', KEYS[3], id, 1)
   if redis.call('HDEL', KEYS[7], id) == 1 then
@@ -368,10 +496,9 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0
     redis.call('RPUSH', KEYS[5], id)
     local record = redis.call('GET', ARGV[2] .. 'job:' .. id)
     local fn = record and cjson.decode(record)['function'] or ''
-    note(ARGV[2], fn, id, '{"type":"recovered","message":"the worker running it stopped' ..
-      ' renewing its lease (stall ' .. stalls .. ' of ' .. ARGV[1] .. ' allowed); requeued"}',
-      now)
-    redis.call('PUBLISH', ARGV[2] .. 'job:' .. id, 'queued')
+    note(ARGV[2], fn, id, '{"type":"recovered","worker":' .. cjson.encode(worker) ..
+      ',"message":"the worker running it stopped renewing its lease (stall ' .. stalls ..
+      ' of ' .. ARGV[1] .. ' allowed); requeued"}', now)
     table.insert(requeued, id)
   end
 end
@@ -386,14 +513,10 @@ class Scripts:
 
     enqueue: AsyncScript
     claim: AsyncScript
-    update: AsyncScript
-    heartbeat: AsyncScript
-    finish: AsyncScript
-    retry: AsyncScript
+    apply: AsyncScript
     cancel: AsyncScript
     set_priority: AsyncScript
     requeue: AsyncScript
-    park: AsyncScript
     unpark: AsyncScript
     purge: AsyncScript
     retention: AsyncScript
@@ -401,10 +524,9 @@ class Scripts:
 
     @classmethod
     def register(cls, redis: Redis) -> Scripts:
-        sources = {"enqueue": ENQUEUE, "claim": CLAIM, "update": UPDATE,
-                   "heartbeat": HEARTBEAT, "finish": FINISH, "retry": RETRY,
+        sources = {"enqueue": ENQUEUE, "claim": CLAIM, "apply": APPLY,
                    "cancel": CANCEL, "set_priority": SET_PRIORITY, "requeue": REQUEUE,
-                   "park": PARK, "unpark": UNPARK,
+                   "unpark": UNPARK,
                    "purge": PURGE, "retention": RETENTION, "reclaim": RECLAIM}
         return cls(**{name: redis.register_script(_PRELUDE + source)
                       for name, source in sources.items()})

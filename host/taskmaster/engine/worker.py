@@ -28,7 +28,7 @@ from saq.worker import Worker
 
 from taskmaster.context import Context
 from taskmaster.engine.dispatch import Dispatcher
-from taskmaster.engine.history import error_summary, event, traceback_tail
+from taskmaster.engine.history import JobEvent, error_summary, traceback_tail
 from taskmaster.engine.jobs import public_id
 from taskmaster.engine.lease import LeaseKeeper
 from taskmaster.engine.queue import Claimed, TaskmasterQueue, failure_events, run_ms
@@ -190,15 +190,18 @@ class TaskmasterWorker(Worker[Any]):
         attempt = _Attempt(claimed)
         self._attempts[job.key] = attempt
         self._begin(claimed, runnable)
-        started = event("started", attempt=job.attempts, worker=self.id,
-                        plugin=job.meta.get("plugin"), version=job.meta.get("version"),
-                        wait_ms=max(0, job.started - job.queued)
-                        if job.attempts == 1 and job.queued else None)
+        started = JobEvent(type="started", attempt=job.attempts, worker=self.id,
+                           plugin=runnable.plugin, version=runnable.version,
+                           wait_ms=max(0, job.started - job.queued)
+                           if job.attempts == 1 and job.queued else None)
         self.leases.hold(self.tm_queue.name, job.key, claimed.token)
         try:
-            if not await self.tm_queue.record(job, claimed.token, started):
-                logger.info("job %s was taken back before it started", job.key)
-                return True
+            if claimed.suspect:
+                # It may kill this process too: its start must be on record before it runs.
+                if not await self.tm_queue.record(job, claimed.token, started):
+                    return True
+            else:
+                self.tm_queue.start_attempt(job, claimed.token, started, claimed.clock.now_ms())
             await self._settle(attempt, runnable)
         except Exception:
             logger.exception("could not record the outcome of job %s", job.key,
@@ -224,7 +227,7 @@ class TaskmasterWorker(Worker[Any]):
         job = claimed.job
         job.meta.pop("waiting", None)
         job.status = Status.ACTIVE
-        job.attempts += 1
+        job.attempts = claimed.attempt
         job.started = now()
         job.touched = job.started
         job.completed = 0
@@ -249,15 +252,16 @@ class TaskmasterWorker(Worker[Any]):
                 return
             if attempt.cancel_requested:
                 job.status, job.error, job.completed = Status.ABORTED, "cancelled", now()
-                await queue.finish_attempt(job, token, event("cancelled", attempt=job.attempts))
+                await queue.finish_attempt(job, token,
+                                           JobEvent(type="cancelled", attempt=job.attempts))
                 return
             # A reload's drain ran out, or the worker is shutting down: give the attempt
             # back without spending it.
             job.attempts -= 1
             job.status = Status.QUEUED
-            await queue.retry_attempt(job, token, attempt.claimed.level, 0, event(
-                "requeued", attempt=job.attempts + 1, message=attempt.requeue_reason
-                or "the worker shut down before the attempt finished"))
+            await queue.retry_attempt(job, token, attempt.claimed.level, 0, JobEvent(
+                type="requeued", attempt=job.attempts + 1, message=attempt.requeue_reason
+                or "the worker shut down before the attempt finished"), spent=False)
             if attempt.requeue_reason is None:
                 raise
             return
@@ -266,8 +270,8 @@ class TaskmasterWorker(Worker[Any]):
             return
         job.status, job.result, job.progress, job.completed = (
             Status.COMPLETE, result, 1.0, now())
-        if not await queue.finish_attempt(job, token, event(
-                "completed", attempt=job.attempts, worker=self.id, plugin=runnable.plugin,
+        if not await queue.finish_attempt(job, token, JobEvent(
+                type="completed", attempt=job.attempts, worker=self.id, plugin=runnable.plugin,
                 version=runnable.version, run_ms=run_ms(job))):
             logger.warning("discarded the result of job %s: its lease went to another worker",
                            job.key, extra={"job_id": job.key})
@@ -318,12 +322,12 @@ class TaskmasterWorker(Worker[Any]):
             delay_s = retry_delay_s(job, failed_attempts)
             job.status, job.error = Status.QUEUED, error
             await queue.retry_attempt(job, token, attempt.claimed.level, int(delay_s * 1000),
-                                      event("retry_scheduled", attempt=job.attempts,
-                                            worker=self.id, plugin=job.meta.get("plugin"),
-                                            version=job.meta.get("version"),
-                                            error=error_summary(error),
-                                            traceback=traceback_tail(error), delay_s=delay_s,
-                                            run_ms=run_ms(job)))
+                                      JobEvent(type="retry_scheduled", attempt=job.attempts,
+                                               worker=self.id, plugin=job.meta.get("plugin"),
+                                               version=job.meta.get("version"),
+                                               error=error_summary(error),
+                                               traceback=traceback_tail(error),
+                                               delay_s=delay_s, run_ms=run_ms(job)))
             return
         job.status, job.error, job.completed = Status.FAILED, error, now()
         if not await queue.finish_attempt(job, token, *failure_events(job, error, dead=True)):
@@ -342,8 +346,8 @@ class TaskmasterWorker(Worker[Any]):
             progress_event = None
             if message is not None:
                 job.meta["progress_message"] = message
-                progress_event = event("progress", attempt=job.attempts, progress=job.progress,
-                                       message=message)
+                progress_event = JobEvent(type="progress", attempt=job.attempts,
+                                          progress=job.progress, message=message)
             await queue.record(job, token, progress_event)
 
         def report(fraction: float | None, message: str | None) -> None:
