@@ -3,12 +3,27 @@
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 ProgressReporter = Callable[[float | None, str | None], None]
+
+
+class CancelFlag:
+    """Set once an attempt is cancelled; read from the handler's thread without locking
+    (one attribute write is atomic, and a threading.Event per job costs more than the job)."""
+
+    __slots__ = ("_set",)
+
+    def __init__(self) -> None:
+        self._set = False
+
+    def set(self) -> None:
+        self._set = True
+
+    def is_set(self) -> bool:
+        return self._set
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -36,7 +51,7 @@ class Context:
     logger: logging.Logger
     resources: dict[str, Any]
     _report: ProgressReporter = field(repr=False)
-    _cancelled: threading.Event = field(default_factory=threading.Event, repr=False)
+    _cancelled: CancelFlag = field(default_factory=CancelFlag, repr=False)
 
     @property
     def cancelled(self) -> bool:

@@ -7,6 +7,7 @@ import inspect
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import KW_ONLY, dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -82,7 +83,7 @@ class Function:
             doc = inspect.getdoc(self.handler) or ""
             object.__setattr__(self, "description", doc.split("\n\n")[0].strip())
 
-    @property
+    @cached_property
     def is_async(self) -> bool:
         return inspect.iscoroutinefunction(self.handler)
 

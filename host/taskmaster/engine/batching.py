@@ -31,6 +31,9 @@ class Coalescer(Generic[Item, Result]):
             self._flushing = asyncio.create_task(self._flush())
         return future
 
+    def backlog(self) -> int:
+        return len(self._pending)
+
     async def drain(self) -> None:
         """Until everything added so far has been sent."""
         while self._flushing is not None and not self._flushing.done():

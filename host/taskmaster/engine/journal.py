@@ -19,6 +19,8 @@ import msgspec
 from taskmaster.engine.batching import Coalescer
 
 if TYPE_CHECKING:
+    from saq.job import Job
+
     from taskmaster.engine.queue import TaskmasterQueue
 
 logger = logging.getLogger(__name__)
@@ -39,15 +41,17 @@ class Op:
     key: str
     token: str
     function: str
-    record: str
-    """The job's JSON record (text: the scripts' msgpack decoder knows no binary type)."""
+    job: Job | None
+    """Whose record to write, as it is when the batch goes out (None: leave it)."""
     events: list[list[Any]]
     number: int = 0
     level: str = ""
     due: float = 0.0
 
-    def wire(self) -> list[Any]:
-        return [self.kind, self.key, self.token, self.function, self.record, self.events,
+    def wire(self, queue: TaskmasterQueue) -> list[Any]:
+        # Text, not bytes: the scripts' msgpack decoder knows no binary type.
+        record = queue.serialize(self.job).decode() if self.job is not None else ""
+        return [self.kind, self.key, self.token, self.function, record, self.events,
                 self.number, self.level]
 
 
@@ -66,15 +70,19 @@ class Journal:
         if self._timer is None:
             self._timer = loop.call_at(op.due, self._starts_due)
 
-    async def apply(self, op: Op) -> bool:
-        """Apply one operation; False if the attempt lost its lease."""
+    def apply(self, op: Op) -> asyncio.Future[int]:
+        """Queue one operation; the future says 0 if the attempt had lost its lease."""
         start = self._starts.pop(op.key, None)
         if start is not None:
             if op.kind == "W":
                 self._write_start(start)
             else:  # the start rides along with the outcome
                 op.events = start.events + op.events
-        return bool(await self._out.add(op))
+        return self._out.add(op)
+
+    def backlog(self) -> int:
+        """Operations queued and not yet sent."""
+        return self._out.backlog()
 
     async def close(self) -> None:
         """Write everything still held (the worker is stopping)."""
@@ -114,5 +122,5 @@ class Journal:
         key_names = [keys.active, keys.lease, keys.priority, keys.stalls, keys.cancel,
                      keys.done, keys.dead, keys.scheduled, *keys.all_queued, keys.wake,
                      keys.parked_functions, keys.attempts]
-        args: list[str | bytes] = [queue.prefix, _encode([op.wire() for op in batch])]
+        args: list[str | bytes] = [queue.prefix, _encode([op.wire(queue) for op in batch])]
         return list(await queue.scripts.apply(keys=key_names, args=args))

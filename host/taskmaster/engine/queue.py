@@ -8,6 +8,7 @@ override names the SAQ version it was checked against; SAQ is pinned to that min
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import time
@@ -39,9 +40,11 @@ RETENTION_ROUNDS = 20
 DAY_S = 24 * 3600
 SUBMIT_BATCH = 500
 """Single submissions per shared script call."""
-_JOB_DEFAULTS: tuple[tuple[str, Any], ...] = tuple(
-    (f.name, f.default if f.default_factory is dataclasses.MISSING else f.default_factory())
-    for f in dataclasses.fields(Job) if f.name != "queue")
+_NO_DEFAULT = object()
+_JOB_DEFAULTS: dict[str, Any] = {
+    f.name: f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
+    for f in dataclasses.fields(Job) if f.name not in ("queue", "key", "function")}
+_JOB_DEFAULTS["queue"] = None  # written as its name, below
 _pack = msgspec.msgpack.Encoder().encode
 
 
@@ -192,50 +195,48 @@ class TaskmasterQueue(RedisQueue):
 
     def start_attempt(self, job: Job, token: str, started: JobEvent, at_ms: int) -> None:
         """Record that an attempt began (written with its outcome if that comes soon)."""
-        self.journal.start(Op("W", job.key, token, job.function, self.serialize(job).decode(),
+        self.journal.start(Op("W", job.key, token, job.function, job,
                               [wire(started, at_ms)]))
 
     async def record(self, job: Job, token: str, history_event: JobEvent | None = None) -> bool:
         """Write the record of a job this worker holds; False if its lease was lost."""
-        return await self.journal.apply(Op(
-            "W", job.key, token, job.function, self.serialize(job).decode(),
-            [wire(history_event)] if history_event else []))
+        return bool(await self.journal.apply(Op(
+            "W", job.key, token, job.function, job,
+            [wire(history_event)] if history_event else [])))
 
-    async def finish_attempt(self, job: Job, token: str, *events: JobEvent) -> bool:
-        """Record a terminal outcome (COMPLETE, FAILED → dead letters, ABORTED).
-
-        An empty token finishes a job nobody holds (recovered from a dead worker)."""
+    def finish_attempt(self, job: Job, token: str, *events: JobEvent) -> asyncio.Future[int]:
+        """Queue a terminal outcome (COMPLETE, FAILED → dead letters, ABORTED); the future
+        says 0 if the lease was lost. An empty token finishes a job nobody holds
+        (recovered from a dead worker)."""
         dead = job.status == Status.FAILED
-        return await self.journal.apply(Op(
-            "D" if dead else "C", job.key, token, job.function, self.serialize(job).decode(),
+        return self.journal.apply(Op(
+            "D" if dead else "C", job.key, token, job.function, job,
             [wire(e) for e in events], keep_ms(job, "dead" if dead else "done")))
 
-    async def retry_attempt(self, job: Job, token: str, level: Priority, delay_ms: int,
-                            history_event: JobEvent, *, spent: bool = True) -> bool:
-        """Put the job back for another attempt; `spent=False` gives this one back."""
-        return await self.journal.apply(Op(
-            "R" if spent else "Q", job.key, token, job.function,
-            self.serialize(job).decode(), [wire(history_event)], delay_ms, level.value))
+    def retry_attempt(self, job: Job, token: str, level: Priority, delay_ms: int,
+                      history_event: JobEvent, *, spent: bool = True) -> asyncio.Future[int]:
+        """Queue the job's return for another attempt; `spent=False` gives this one back."""
+        return self.journal.apply(Op(
+            "R" if spent else "Q", job.key, token, job.function, job,
+            [wire(history_event)], delay_ms, level.value))
 
     async def park(self, job: Job, token: str, reason: str | None) -> bool:
         """Set a claimed job aside until its function can run here; no attempt is spent."""
         job.status = Status.QUEUED
-        return await self.journal.apply(Op(
-            "P", job.key, token, job.function, self.serialize(job).decode(),
-            [wire(JobEvent(type="waiting", message=reason))] if reason else []))
+        return bool(await self.journal.apply(Op(
+            "P", job.key, token, job.function, job,
+            [wire(JobEvent(type="waiting", message=reason))] if reason else [])))
 
     def serialize(self, job: Job) -> bytes:
         """SAQ's Job.to_dict() as JSON, without its per-call field introspection."""
         record = {}
-        for name, default in _JOB_DEFAULTS:
-            value = getattr(job, name)
+        for name, value in job.__dict__.items():
+            default = _JOB_DEFAULTS.get(name, _NO_DEFAULT)
             if value is default or value == default:
                 continue
             record[name] = value
         if job.queue is not None:
             record["queue"] = job.queue.name
-        if not job.meta:
-            record.pop("meta", None)
         return _dump(record)
 
     async def cancel_job(self, cancelled: Job) -> int:

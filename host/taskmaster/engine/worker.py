@@ -13,11 +13,10 @@ import logging
 import os
 import signal
 import socket
-import threading
 import traceback
-from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol, cast
 
 import msgspec
@@ -26,7 +25,7 @@ from saq.types import PartialTimersDict
 from saq.utils import now
 from saq.worker import Worker
 
-from taskmaster.context import Context
+from taskmaster.context import CancelFlag, Context
 from taskmaster.engine.dispatch import Dispatcher
 from taskmaster.engine.history import JobEvent, error_summary, traceback_tail
 from taskmaster.engine.jobs import public_id
@@ -39,6 +38,8 @@ from taskmaster.function import Function
 logger = logging.getLogger(__name__)
 
 CANCEL_CHECK_S = 0.2
+OUTCOME_BACKLOG = 2
+"""Outcomes waiting to be written, per job slot, past which a slot waits for its own."""
 WORKER_INFO_S = 10
 
 
@@ -79,7 +80,8 @@ class _Attempt:
     cancel_requested: bool = False
     lease_lost: bool = False
     requeue_reason: str | None = None
-    cancelled_flag: threading.Event = field(default_factory=threading.Event)
+    cancelled_flag: CancelFlag = field(default_factory=CancelFlag)
+    timed_out: bool = False
 
     @property
     def job(self) -> Job:
@@ -114,6 +116,7 @@ class TaskmasterWorker(Worker[Any]):
         self.dispatcher = dispatcher
         self.leases = leases
         self._attempts: dict[str, _Attempt] = {}
+        self._loggers: dict[str, logging.Logger] = {}
         self._stop_requested = False
         dispatcher.add(queue)
 
@@ -135,6 +138,7 @@ class TaskmasterWorker(Worker[Any]):
             self.tasks.discard(task)
         await asyncio.gather(*upkeep, return_exceptions=True)
         await super().stop()
+        await self.tm_queue.journal.close()  # outcomes of the last jobs
 
     def running_jobs(self) -> list[str]:
         return [public_id(self.tm_queue.name, key) for key in self._attempts]
@@ -195,6 +199,7 @@ class TaskmasterWorker(Worker[Any]):
                            wait_ms=max(0, job.started - job.queued)
                            if job.attempts == 1 and job.queued else None)
         self.leases.hold(self.tm_queue.name, job.key, claimed.token)
+        outcome: asyncio.Future[int] | None = None
         try:
             if claimed.suspect:
                 # It may kill this process too: its start must be on record before it runs.
@@ -202,15 +207,34 @@ class TaskmasterWorker(Worker[Any]):
                     return True
             else:
                 self.tm_queue.start_attempt(job, claimed.token, started, claimed.clock.now_ms())
-            await self._settle(attempt, runnable)
+            outcome = await self._settle(attempt, runnable)
+            if outcome is not None and \
+                    self.tm_queue.journal.backlog() > OUTCOME_BACKLOG * self.concurrency:
+                await asyncio.shield(outcome)  # the store falls behind: slow down with it
         except Exception:
             logger.exception("could not record the outcome of job %s", job.key,
                              extra={"job_id": job.key})
         finally:
-            self.leases.release(self.tm_queue.name, job.key)
             self._attempts.pop(job.key, None)
             self.dispatcher.finished(claimed)
+            if outcome is None or outcome.done():
+                self.leases.release(self.tm_queue.name, job.key)
+            else:
+                # The slot is free once the handler is done; the lease is kept until the
+                # outcome is on record.
+                outcome.add_done_callback(partial(self._recorded, job.key))
         return True
+
+    def _recorded(self, key: str, outcome: asyncio.Future[int]) -> None:
+        self.leases.release(self.tm_queue.name, key)
+        if outcome.cancelled():
+            return
+        if outcome.exception() is not None:
+            logger.error("could not record the outcome of job %s: %s", key, outcome.exception(),
+                         extra={"job_id": key})
+        elif not outcome.result():
+            logger.warning("discarded the outcome of job %s: its lease went to another worker",
+                           key, extra={"job_id": key})
 
     async def _park(self, claimed: Claimed) -> None:
         job = claimed.job
@@ -240,80 +264,92 @@ class TaskmasterWorker(Worker[Any]):
             {"attempt": job.attempts, "plugin": runnable.plugin,
              "version": runnable.version, "worker": self.id})
 
-    async def _settle(self, attempt: _Attempt, runnable: Runnable) -> None:
+    async def _settle(self, attempt: _Attempt, runnable: Runnable
+                      ) -> asyncio.Future[int] | None:
+        """Run the attempt and queue its outcome; returns the outcome's pending write."""
         job, token = attempt.job, attempt.claimed.token
         queue = self.tm_queue
         try:
             result = await self._execute(attempt, runnable)
         except _Stale:
-            return
+            return None
         except asyncio.CancelledError:
             if attempt.lease_lost:
-                return
+                return None
             if attempt.cancel_requested:
                 job.status, job.error, job.completed = Status.ABORTED, "cancelled", now()
-                await queue.finish_attempt(job, token,
-                                           JobEvent(type="cancelled", attempt=job.attempts))
-                return
+                return queue.finish_attempt(job, token,
+                                            JobEvent(type="cancelled", attempt=job.attempts))
             # A reload's drain ran out, or the worker is shutting down: give the attempt
             # back without spending it.
             job.attempts -= 1
             job.status = Status.QUEUED
-            await queue.retry_attempt(job, token, attempt.claimed.level, 0, JobEvent(
+            requeued = queue.retry_attempt(job, token, attempt.claimed.level, 0, JobEvent(
                 type="requeued", attempt=job.attempts + 1, message=attempt.requeue_reason
                 or "the worker shut down before the attempt finished"), spent=False)
             if attempt.requeue_reason is None:
+                await asyncio.shield(requeued)
                 raise
-            return
+            return requeued
         except Exception as exc:
-            await self._failed(attempt, exc)
-            return
+            return self._failed(attempt, exc)
         job.status, job.result, job.progress, job.completed = (
             Status.COMPLETE, result, 1.0, now())
-        if not await queue.finish_attempt(job, token, JobEvent(
-                type="completed", attempt=job.attempts, worker=self.id, plugin=runnable.plugin,
-                version=runnable.version, run_ms=run_ms(job))):
-            logger.warning("discarded the result of job %s: its lease went to another worker",
-                           job.key, extra={"job_id": job.key})
+        return queue.finish_attempt(job, token, JobEvent(
+            type="completed", attempt=job.attempts, worker=self.id, plugin=runnable.plugin,
+            version=runnable.version, run_ms=run_ms(job)))
 
     async def _execute(self, attempt: _Attempt, runnable: Runnable) -> Any:
         job = attempt.job
         function = runnable.function
         data = function.parse_input((job.kwargs or {}).get("payload"))
         pending: list[asyncio.Future[None]] = []
+        loop = asyncio.get_running_loop()
         context = Context(
             job_id=public_id(self.tm_queue.name, job.key), function=job.function,
             attempt=job.attempts, max_attempts=job.retries, plugin=runnable.plugin,
-            version=runnable.version,
-            logger=logging.getLogger(f"taskmaster.fn.{job.function}"),
+            version=runnable.version, logger=self._logger(job.function),
             resources=self.source.resources_of(runnable.plugin),
-            _report=self._reporter(attempt, pending), _cancelled=attempt.cancelled_flag,
+            _report=partial(self._report, attempt, pending, loop),
+            _cancelled=attempt.cancelled_flag,
         )
         if function.is_async:
-            coroutine = function.handler(context, data)
+            task = loop.create_task(function.handler(context, data))  # type: ignore[arg-type]
         else:
             run = contextvars.copy_context().run
-            coroutine = asyncio.get_running_loop().run_in_executor(
-                self.pool, run, function.handler, context, data)
-        attempt.task = asyncio.ensure_future(coroutine)
+            task = asyncio.ensure_future(loop.run_in_executor(
+                self.pool, run, function.handler, context, data))
+        attempt.task = task
+        timer = loop.call_later(job.timeout, self._time_out, attempt) if job.timeout else None
         try:
-            result = await asyncio.wait_for(asyncio.shield(attempt.task), job.timeout or None)
-        except TimeoutError:
-            attempt.task.cancel()
-            attempt.cancelled_flag.set()
-            raise TimeoutError(f"attempt exceeded timeoutSeconds={job.timeout}") from None
+            # A stop of the worker cancels this await, and with it the handler's task.
+            result = await task
         except asyncio.CancelledError:
-            if not attempt.task.done():  # the worker itself is being stopped
-                attempt.task.cancel()
-                attempt.cancelled_flag.set()
+            attempt.cancelled_flag.set()
+            if attempt.timed_out:
+                raise TimeoutError(f"attempt exceeded timeoutSeconds={job.timeout}") from None
             raise
         finally:
+            if timer is not None:
+                timer.cancel()
             # A progress write landing after the outcome would overwrite the final record.
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
         return msgspec.to_builtins(result)
 
-    async def _failed(self, attempt: _Attempt, exc: Exception) -> None:
+    @staticmethod
+    def _time_out(attempt: _Attempt) -> None:
+        if attempt.task is not None and not attempt.task.done():
+            attempt.timed_out = True
+            attempt.task.cancel()
+
+    def _logger(self, function: str) -> logging.Logger:
+        found = self._loggers.get(function)
+        if found is None:
+            found = self._loggers[function] = logging.getLogger(f"taskmaster.fn.{function}")
+        return found
+
+    def _failed(self, attempt: _Attempt, exc: Exception) -> asyncio.Future[int]:
         job, token, queue = attempt.job, attempt.claimed.token, self.tm_queue
         error = "".join(traceback.format_exception(exc))
         final = isinstance(exc, NonRetryableError | InvalidPayloadError)
@@ -321,48 +357,43 @@ class TaskmasterWorker(Worker[Any]):
         if not final and failed_attempts < job.retries:
             delay_s = retry_delay_s(job, failed_attempts)
             job.status, job.error = Status.QUEUED, error
-            await queue.retry_attempt(job, token, attempt.claimed.level, int(delay_s * 1000),
-                                      JobEvent(type="retry_scheduled", attempt=job.attempts,
-                                               worker=self.id, plugin=job.meta.get("plugin"),
-                                               version=job.meta.get("version"),
-                                               error=error_summary(error),
-                                               traceback=traceback_tail(error),
-                                               delay_s=delay_s, run_ms=run_ms(job)))
-            return
+            return queue.retry_attempt(job, token, attempt.claimed.level, int(delay_s * 1000),
+                                       JobEvent(type="retry_scheduled", attempt=job.attempts,
+                                                worker=self.id, plugin=job.meta.get("plugin"),
+                                                version=job.meta.get("version"),
+                                                error=error_summary(error),
+                                                traceback=traceback_tail(error),
+                                                delay_s=delay_s, run_ms=run_ms(job)))
         job.status, job.error, job.completed = Status.FAILED, error, now()
-        if not await queue.finish_attempt(job, token, *failure_events(job, error, dead=True)):
-            logger.warning("discarded the failure of job %s: its lease went to another worker",
-                           job.key, extra={"job_id": job.key})
+        return queue.finish_attempt(job, token, *failure_events(job, error, dead=True))
 
-    def _reporter(self, attempt: _Attempt, pending: list[asyncio.Future[None]]
-                  ) -> Callable[[float | None, str | None], None]:
-        loop = asyncio.get_running_loop()
-        job, token, queue = attempt.job, attempt.claimed.token, self.tm_queue
+    def _report(self, attempt: _Attempt, pending: list[asyncio.Future[None]],
+                loop: asyncio.AbstractEventLoop, fraction: float | None,
+                message: str | None) -> None:
+        """Context.progress/heartbeat: from the loop, or from a sync handler's thread."""
+        try:
+            in_loop = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            in_loop = False
+        if in_loop:
+            pending.append(loop.create_task(self._write_progress(attempt, fraction, message)))
+        else:
+            future: Future[None] = asyncio.run_coroutine_threadsafe(
+                self._write_progress(attempt, fraction, message), loop)
+            pending.append(asyncio.wrap_future(future, loop=loop))
 
-        async def write(fraction: float | None, message: str | None) -> None:
-            if fraction is not None:
-                job.progress = fraction
-            job.touched = now()
-            progress_event = None
-            if message is not None:
-                job.meta["progress_message"] = message
-                progress_event = JobEvent(type="progress", attempt=job.attempts,
-                                          progress=job.progress, message=message)
-            await queue.record(job, token, progress_event)
-
-        def report(fraction: float | None, message: str | None) -> None:
-            try:
-                in_loop = asyncio.get_running_loop() is loop
-            except RuntimeError:
-                in_loop = False
-            if in_loop:
-                pending.append(loop.create_task(write(fraction, message)))
-            else:
-                future: Future[None] = asyncio.run_coroutine_threadsafe(
-                    write(fraction, message), loop)
-                pending.append(asyncio.wrap_future(future, loop=loop))
-
-        return report
+    async def _write_progress(self, attempt: _Attempt, fraction: float | None,
+                              message: str | None) -> None:
+        job = attempt.job
+        if fraction is not None:
+            job.progress = fraction
+        job.touched = now()
+        progress_event = None
+        if message is not None:
+            job.meta["progress_message"] = message
+            progress_event = JobEvent(type="progress", attempt=job.attempts,
+                                      progress=job.progress, message=message)
+        await self.tm_queue.record(job, attempt.claimed.token, progress_event)
 
 
 def worker_metadata(versions: dict[str, str]) -> dict[str, Any]:
