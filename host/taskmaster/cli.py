@@ -8,7 +8,7 @@ import logging
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from taskmaster import __version__
 from taskmaster.commands import functions as functions_cmd
@@ -33,6 +33,8 @@ EXIT_CODES = {
 }
 """Error code → process exit status; anything else exits with 1."""
 PRIORITIES = ["CRITICAL", "HIGH", "NORMAL", "LOW"]
+
+T = TypeVar("T")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -90,14 +92,13 @@ def _worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_fast(main: Coroutine[Any, Any, None]) -> None:
+def _run_fast(main: Coroutine[Any, Any, T]) -> T:
     """Run on uvloop when it is installed (uvicorn[standard] brings it), else asyncio's loop."""
     try:
         import uvloop
     except ImportError:
-        asyncio.run(main)
-    else:
-        uvloop.run(main)
+        return asyncio.run(main)
+    return uvloop.run(main)
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -105,7 +106,8 @@ def _bench(args: argparse.Namespace) -> int:
 
     from taskmaster.bench import render, run_bench
 
-    results = asyncio.run(run_bench(redis_url=args.redis_url, quick=args.quick))
+    # The same loop drives both engines' clients.
+    results = _run_fast(run_bench(redis_url=args.redis_url, quick=args.quick))
     print(render(results))
     if args.output:
         args.output.write_text(json_module.dumps(results, indent=2))

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import enum
 import math
+import os
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -148,11 +150,7 @@ class JobClient:
         except RedisError as exc:
             raise StoreUnavailableError(f"could not store the job: {exc}") from None
         if created:  # we know what we stored: no second round trip to read it back
-            return view(job, queue.name, [JobEvent(type="submitted", at_ms=job.queued,
-                                                   message=f"priority {level.value}")],
-                        level=level.value,
-                        scheduled_ms=float(run_at_ms or job.queued + delay_ms)
-                        if (run_at_ms or delay_ms) else None)
+            return _submitted(job, queue.name, level, delay_ms, run_at_ms)
         existing = await self.get(public_id(queue.name, job_key))
         if existing.function != function.name or existing.payload != (
                 job.kwargs or {}).get("payload"):
@@ -189,21 +187,26 @@ class JobClient:
         by_queue: dict[str, list[int]] = {}
         for index, (queue, _) in enumerate(built):
             by_queue.setdefault(queue.name, []).append(index)
-        ids: list[str] = [""] * len(built)
+        views: list[JobView | None] = [None] * len(built)
+        existing: dict[str, list[tuple[int, str]]] = {}
         try:
             for name, indexes in by_queue.items():
                 queue = self.queue(name)
                 await self.redis.sadd(QUEUES_KEY, name)  # type: ignore[misc]
                 results = await queue.submit_many([built[i][1] for i in indexes])
-                for i, (_, key) in zip(indexes, results, strict=True):
-                    ids[i] = key
+                for i, (created, key) in zip(indexes, results, strict=True):
+                    if created:  # we know what we stored: no read-back
+                        job, level, delay_ms, run_at_ms, _ = built[i][1]
+                        views[i] = _submitted(job, name, level, delay_ms, run_at_ms)
+                    else:  # an idempotency key already in use: that job
+                        existing.setdefault(name, []).append((i, key))
         except RedisError as exc:
             raise StoreUnavailableError(f"could not store the jobs: {exc}") from None
-        views = []
-        for name, indexes in by_queue.items():
-            found = await self.views(name, [ids[i] for i in indexes])
-            views += [(i, v) for i, v in zip(indexes, found, strict=True)]
-        return [v for _, v in sorted(views, key=lambda t: t[0]) if v is not None]
+        for name, found in existing.items():
+            read = await self.views(name, [key for _, key in found])
+            for (i, _), job_view in zip(found, read, strict=True):
+                views[i] = job_view
+        return [v for v in views if v is not None]
 
     def _build(self, function: Function, plugin: str, version: str, payload: Any,
                options: SubmitOptions) -> tuple[Job, Priority, int, int, str]:
@@ -225,6 +228,8 @@ class JobClient:
         level = options.priority or function.priority
         jitter = function.retry_jitter if options.retry_jitter is None else options.retry_jitter
         job = Job(
+            # Random (version 4) keys: SAQ's uuid1 costs more than the rest of the job.
+            key=str(uuid.UUID(bytes=os.urandom(16), version=4)),
             function=function.name,
             kwargs={"payload": payload if payload is not None else {}},
             retries=max_attempts,
@@ -335,6 +340,16 @@ class JobClient:
                                 " scheduled jobs can change priority", id=job_id,
                                 status=latest.status.value)
         return await self.get(job_id)
+
+
+def _submitted(job: Job, queue: str, level: Priority, delay_ms: int, run_at_ms: int
+               ) -> JobView:
+    """The view of a job just stored, from what was stored."""
+    return view(job, queue, [JobEvent(type="submitted", at_ms=job.queued,
+                                      message=f"priority {level.value}")],
+                level=level.value,
+                scheduled_ms=float(run_at_ms or job.queued + delay_ms)
+                if (run_at_ms or delay_ms) else None)
 
 
 def view(job: Job, queue: str, history: list[JobEvent], *, level: str | None = None,
