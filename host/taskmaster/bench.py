@@ -28,9 +28,10 @@ from saq.queue.redis import RedisQueue
 
 from taskmaster.engine.jobs import JobClient, SubmitOptions
 from taskmaster.engine.keys import QueueKeys
+from taskmaster.loadgen import post_load
 from taskmaster.registry import load_catalog
 from taskmaster.store.connection import create_redis
-from taskmaster.store.embedded import EmbeddedValkey
+from taskmaster.store.embedded import EmbeddedValkey, free_port
 
 QUEUE = "bench"
 STALL_S = 6.0
@@ -209,42 +210,36 @@ async def _store_usage(redis: Redis) -> tuple[float, int, int]:
 
 async def _graphql_submit(bench: Bench, seconds: float, clients: int = 32) -> None:
     """One API process, `clients` keep-alive HTTP clients sending submitJob in a loop."""
-    import httpx
-
-    from taskmaster.store.embedded import free_port
-
     port = free_port()
     bench.start_api(port)
-    url = f"http://127.0.0.1:{port}/graphql"
-    body = {"query": "mutation($i: SubmitJobInput!) { submitJob(input: $i) { id } }",
-            "variables": {"i": {"function": "demo.noop", "payload": {}, "queue": QUEUE}}}
-    async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(
-            max_connections=clients, max_keepalive_connections=clients)) as http:
-        for _ in range(200):  # wait for the API
-            try:
-                if (await http.get(url.replace("/graphql", "/healthz"))).status_code == 200:
-                    break
-            except httpx.TransportError:
-                await asyncio.sleep(0.1)
-        timings: list[float] = []
-        deadline = time.perf_counter() + seconds
-
-        async def client() -> None:
-            while time.perf_counter() < deadline:
-                sent = time.perf_counter()
-                response = await http.post(url, json=body)
-                if response.status_code == 200 and "errors" not in response.json():
-                    timings.append(time.perf_counter() - sent)
-
-        started = time.perf_counter()
-        await asyncio.gather(*(client() for _ in range(clients)))
-        elapsed = time.perf_counter() - started
+    await _wait_for_api(port)
+    body = json.dumps({
+        "query": "mutation($i: SubmitJobInput!) { submitJob(input: $i) { id } }",
+        "variables": {"i": {"function": "demo.noop", "payload": {}, "queue": QUEUE}}}).encode()
+    timings, failures, elapsed = await post_load("127.0.0.1", port, "/graphql", body,
+                                                 clients=clients, seconds=seconds)
     bench.stop_workers()
     timings.sort()
-    _add(bench.figure("GraphQL submitJob over HTTP, 32 clients", "req/s"), "tm",
+    _add(bench.figure(f"GraphQL submitJob over HTTP, {clients} clients", "req/s"), "tm",
          len(timings) / elapsed)
     _add(bench.figure("GraphQL submitJob p99", "ms", False), "tm",
          _pct([int(t * 1000) for t in timings], 0.99))
+    _add(bench.figure("GraphQL submitJob failed requests", "req", False), "tm", failures)
+
+
+async def _wait_for_api(port: int, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the API on port {port} did not come up") from None
+            await asyncio.sleep(0.1)
+            continue
+        writer.close()
+        await writer.wait_closed()
+        return
 
 
 async def _flush(redis: Redis) -> None:

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import strawberry
-from strawberry.extensions import MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
+from strawberry.extensions import (
+    AddValidationRules,
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    QueryDepthLimiter,
+)
 
+from taskmaster.api.document_cache import DocumentCache
 from taskmaster.api.errors import ErrorCodes, TaskmasterSchema
 from taskmaster.api.schema.mutations import Mutation
 from taskmaster.api.schema.queries import Query
@@ -16,15 +22,19 @@ MAX_TOKENS = 5000
 
 
 def create_schema() -> strawberry.Schema:
+    # The limiters' rule classes are built once (each limiter builds a class when it is
+    # made); every request gets a fresh, cheap extension carrying them.
+    limits = [*QueryDepthLimiter(max_depth=MAX_DEPTH).validation_rules,
+              *MaxAliasesLimiter(max_alias_count=MAX_ALIASES).validation_rules]
     return TaskmasterSchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
         # Factories, not instances: each request gets fresh extension state.
         extensions=[
+            DocumentCache,
             ErrorCodes,
-            lambda: QueryDepthLimiter(max_depth=MAX_DEPTH),
-            lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
+            lambda: AddValidationRules(limits),
             lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
         ],
     )

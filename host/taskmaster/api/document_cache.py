@@ -1,0 +1,45 @@
+"""DocumentCache: a query text that parsed and validated once is not parsed or validated
+again. Validation is most of a small request's cost (graphql-core visits the document
+once per rule); clients send the same few operations over and over.
+
+Only documents without errors are kept, so every error is still produced by the normal
+path (with its code, see errors.py). The limits (depth, aliases, tokens) are validation
+and parse rules: a cached document has passed them.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterator
+
+from strawberry.extensions import SchemaExtension
+
+from graphql import DocumentNode
+
+MAX_DOCUMENTS = 256
+
+_documents: OrderedDict[str, DocumentNode] = OrderedDict()
+
+
+class DocumentCache(SchemaExtension):
+    _hit = False
+
+    def on_parse(self) -> Iterator[None]:
+        context = self.execution_context
+        document = _documents.get(context.query) if context.query else None
+        if document is not None:
+            _documents.move_to_end(context.query)  # type: ignore[arg-type]
+            context.graphql_document = document  # Strawberry then skips parsing
+            self._hit = True
+        yield
+
+    def on_validate(self) -> Iterator[None]:
+        context = self.execution_context
+        if self._hit:
+            context.pre_execution_errors = []  # Strawberry then skips validation
+        yield
+        if not self._hit and context.query and context.graphql_document is not None \
+                and context.pre_execution_errors == []:
+            _documents[context.query] = context.graphql_document
+            while len(_documents) > MAX_DOCUMENTS:
+                _documents.popitem(last=False)
