@@ -26,6 +26,7 @@ from typing import Any
 from redis.asyncio import Redis
 from saq.queue.redis import RedisQueue
 
+from taskmaster.bench_live import hot_swap, subscribers
 from taskmaster.engine.jobs import JobClient, SubmitOptions
 from taskmaster.engine.keys import QueueKeys
 from taskmaster.loadgen import post_load
@@ -85,6 +86,7 @@ class Bench:
     size: int
     runs: int
     latency_s: float
+    subscribers: int
     figures: dict[str, Figure] = field(default_factory=dict)
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
@@ -92,8 +94,10 @@ class Bench:
         return self.figures.setdefault(name, Figure(name, unit, higher_is_better))
 
     # -- processes --
-    def start_taskmaster_worker(self) -> subprocess.Popen[bytes]:
-        env = {**os.environ, "TASKMASTER_REDIS_URL": self.url, "TASKMASTER_RELOAD_WATCH": "false"}
+    def start_taskmaster_worker(self, extra_env: dict[str, str] | None = None
+                                ) -> subprocess.Popen[bytes]:
+        env = {**os.environ, "TASKMASTER_REDIS_URL": self.url, "TASKMASTER_RELOAD_WATCH": "false",
+               **(extra_env or {})}
         process = subprocess.Popen([sys.executable, "-m", "taskmaster", "-q", "worker", "--queue",
                                     f"{QUEUE}=100"], env=env, stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL)
@@ -317,13 +321,14 @@ def _add(figure: Figure, engine: str, value: float) -> None:
 
 
 async def run_bench(*, redis_url: str | None, quick: bool) -> dict[str, Any]:
-    size, runs, latency_s = (2000, 1, 3.0) if quick else (10_000, 3, 10.0)
+    size, runs, latency_s, subscribers_n = (2000, 1, 3.0, 200) if quick \
+        else (10_000, 3, 10.0, 1000)
     store = None
     if redis_url is None:
         store = EmbeddedValkey(Path(tempfile.mkdtemp(prefix="taskmaster-bench-")))
         redis_url = store.start()
     redis = create_redis(redis_url, job_slots=200)
-    bench = Bench(redis_url, size, runs, latency_s)
+    bench = Bench(redis_url, size, runs, latency_s, subscribers_n)
     engines = Engines(redis)
     try:
         info = await redis.info("server")
@@ -349,6 +354,12 @@ async def run_bench(*, redis_url: str | None, quick: bool) -> dict[str, Any]:
                     await _latency(bench, engines, engine, rate)
             await _flush(redis)
             await _graphql_submit(bench, bench.latency_s)
+            await _flush(redis)
+            noop = engines.noop
+            await subscribers(bench, engines.jobs, noop.function, noop.plugin, noop.version,
+                              bench.subscribers)
+            await _flush(redis)
+            await hot_swap(bench, engines.jobs, 500, bench.latency_s)
         # Memory: an idle worker, and the store's bytes per retained completed job.
         await _flush(redis)
         for engine in ("tm", "saq"):

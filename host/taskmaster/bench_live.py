@@ -1,0 +1,178 @@
+"""The bench's scenarios that need running processes around a live change: many
+WebSocket subscribers while jobs flow (6), and a hot swap under load (7)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from websockets.asyncio.client import connect
+
+from taskmaster.engine.jobs import JobClient, JobStatus, SubmitOptions
+from taskmaster.function import Function
+from taskmaster.registry.live import broadcast_reload
+from taskmaster.store.embedded import free_port
+
+if TYPE_CHECKING:
+    from taskmaster.bench import Bench
+
+UPDATES = "subscription($id: ID!) { jobUpdates(id: $id) { status completedAt } }"
+
+
+async def _subscriber(url: str, job_id: str, ready: asyncio.Event, opened: list[int],
+                      delays_ms: list[float], deadline: float) -> None:
+    async with connect(url, subprotocols=["graphql-transport-ws"],  # type: ignore[list-item]
+                       open_timeout=60, ping_interval=None) as ws:
+        await ws.send(json.dumps({"type": "connection_init", "payload": {}}))
+        await ws.recv()
+        await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {
+            "query": UPDATES, "variables": {"id": job_id}}}))
+        await ws.recv()  # the job as it is now
+        opened.append(1)
+        await ready.wait()
+        while time.monotonic() < deadline:
+            message = json.loads(await asyncio.wait_for(ws.recv(), deadline - time.monotonic()))
+            if message.get("type") != "next":
+                return
+            job = message["payload"]["data"]["jobUpdates"]
+            if job["status"] == "COMPLETE":
+                completed = datetime.fromisoformat(job["completedAt"]).timestamp()
+                delays_ms.append((time.time() - completed) * 1000)
+                return
+
+
+async def subscribers(bench: Bench, jobs: JobClient, function: Function, plugin: str,
+                      version: str, count: int) -> None:
+    """`count` WebSocket clients, each following one job until it completes, while the
+    jobs run at about 200 per second; delivery = completion to the update's arrival."""
+    port = free_port()
+    bench.start_api(port)
+    bench.start_taskmaster_worker()
+    from taskmaster.bench import QUEUE, _add, _pct, _wait_for_api
+    await _wait_for_api(port)
+    opening_s = 2.0 + count / 150
+    spread_s = count / 200
+    views = []
+    for start in range(0, count, 1000):
+        views += await jobs.submit_many([
+            (function, plugin, version, {}, SubmitOptions(
+                queue=QUEUE, delay_s=opening_s + random.uniform(0, spread_s)))  # noqa: S311
+            for _ in range(min(1000, count - start))])
+    ready = asyncio.Event()
+    opened: list[int] = []
+    delays: list[float] = []
+    deadline = time.monotonic() + opening_s + spread_s + 30
+    clients = [asyncio.create_task(_subscriber(f"ws://127.0.0.1:{port}/graphql", v.id, ready,
+                                               opened, delays, deadline)) for v in views]
+    ready.set()
+    results = await asyncio.gather(*clients, return_exceptions=True)
+    bench.stop_workers()
+    errors = [r for r in results if isinstance(r, BaseException)]
+    delays.sort()
+    _add(bench.figure(f"{count} jobUpdates subscribers: delivery p99", "ms", False), "tm",
+         _pct([int(d) for d in delays], 0.99))
+    _add(bench.figure(f"{count} jobUpdates subscribers: updates missed", "jobs", False), "tm",
+         float(count - len(delays)))
+    if errors:
+        print(f"bench: {len(errors)} subscriber(s) failed, first: {errors[0]!r}",
+              file=sys.stderr)
+
+
+_SWAP_MODULE = '''
+import asyncio
+from taskmaster import Function, hookimpl
+
+async def run(ctx, data):
+    await asyncio.sleep(0.02)
+    return {{"version": "{version}"}}
+
+@hookimpl
+def taskmaster_functions():
+    return [Function("benchswap.run", run, max_attempts=1)]
+'''
+
+
+def _install_swap_package(site: Path, version: str) -> None:
+    """A minimal installed distribution (module + dist-info), written in place of the
+    previous version, as pip would leave it."""
+    for old in site.glob("taskmaster_bench_swap-*.dist-info"):
+        shutil.rmtree(old)
+    module = site / "taskmaster_bench_swap.py"
+    module.write_text(_SWAP_MODULE.format(version=version))
+    info = site / f"taskmaster_bench_swap-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: taskmaster-bench-swap\nVersion: {version}\n")
+    (info / "entry_points.txt").write_text(
+        "[taskmaster.functions]\nbenchswap = taskmaster_bench_swap\n")
+    (info / "RECORD").write_text(
+        f"taskmaster_bench_swap.py,,\n{info.name}/METADATA,,\n{info.name}/RECORD,,\n"
+        f"{info.name}/entry_points.txt,,\n")
+
+
+async def hot_swap(bench: Bench, jobs: JobClient, rate: int, seconds: float) -> None:
+    """A function swapped from 1.0.0 to 2.0.0 while `rate` jobs/s of it flow."""
+    from taskmaster.bench import QUEUE, _add
+
+    site = Path(tempfile.mkdtemp(prefix="taskmaster-bench-swap-"))
+    try:
+        _install_swap_package(site, "1.0.0")
+        env_path = os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])
+        bench.start_taskmaster_worker(extra_env={"PYTHONPATH": env_path})
+        function = Function("benchswap.run", _never_called, max_attempts=1)
+        total = int(rate * seconds)
+        submitted: list[str] = []
+        started = time.perf_counter()
+        swapped = False
+        await asyncio.sleep(3.0)  # the worker starts
+        for i in range(total):
+            await asyncio.sleep(max(0.0, started + 3.0 + i / rate - time.perf_counter()))
+            view = await jobs.submit(function, "taskmaster-bench-swap", "1.0.0", {},
+                                     SubmitOptions(queue=QUEUE))
+            submitted.append(view.id)
+            if not swapped and i >= total // 3:
+                _install_swap_package(site, "2.0.0")
+                await broadcast_reload(jobs.redis, "bench: hot swap")
+                swapped = True
+        records = await _wait_finished(jobs, submitted, 60)
+        bench.stop_workers()
+    finally:
+        shutil.rmtree(site, ignore_errors=True)
+    done = [r for r in records if r is not None and r.status == JobStatus.COMPLETE]
+    failed = [r for r in records if r is not None and r.status == JobStatus.FAILED]
+    old = [r.started_at_ms for r in done if r.version == "1.0.0" and r.started_at_ms]
+    new = [r.started_at_ms for r in done if r.version == "2.0.0" and r.started_at_ms]
+    pause = (min(new) - max(old)) / 1000 if old and new else float("inf")
+    _add(bench.figure(f"hot swap at {rate} jobs/s: pause of the function", "s", False),
+         "tm", pause)
+    _add(bench.figure(f"hot swap at {rate} jobs/s: lost jobs", "jobs", False), "tm",
+         float(len(submitted) - len(done) - len(failed)))
+    _add(bench.figure(f"hot swap at {rate} jobs/s: failed jobs", "jobs", False), "tm",
+         float(len(failed)))
+
+
+async def _never_called(ctx: Any, data: Any) -> None:
+    """The bench only submits benchswap.run; the workers run the installed code."""
+
+
+async def _wait_finished(jobs: JobClient, ids: list[str], timeout_s: float) -> list[Any]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        views = []
+        for start in range(0, len(ids), 500):
+            queue = ids[0].split(":", 1)[0]
+            views += await jobs.views(queue, [i.split(":", 1)[1] for i in ids[start:start + 500]])
+        pending = [v for v in views if v is None or v.status not in (
+            JobStatus.COMPLETE, JobStatus.FAILED, JobStatus.CANCELLED)]
+        if not pending or time.monotonic() > deadline:
+            return views
+        await asyncio.sleep(0.5)
