@@ -9,7 +9,9 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from litestar import Litestar, Response, get
+from litestar.background_tasks import BackgroundTasks
 from litestar.datastructures import State
+from litestar.di import Provide
 from litestar.static_files import create_static_files_router
 from redis.exceptions import RedisError
 from strawberry.litestar import make_graphql_controller
@@ -48,6 +50,10 @@ def check_listen_address(settings: Settings) -> None:
         except OSError as exc:
             raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror});"
                               " pass another --port") from None
+
+
+def _empty_response() -> Response[Any]:
+    return Response({}, background=BackgroundTasks([]))
 
 
 def create_app(settings: Settings) -> Litestar:
@@ -93,6 +99,11 @@ def create_app(settings: Settings) -> Litestar:
     )
 
     class GraphQLController(base):  # type: ignore[valid-type, misc]
+        # strawberry 0.341 builds each request's (empty) Response in a worker thread
+        # (sync_to_thread=True): a thread hop per request for nothing. Build it inline.
+        dependencies = {**base.dependencies,  # noqa: RUF012 - Litestar's class attribute
+                        "response": Provide(_empty_response, sync_to_thread=False)}
+
         @property
         def graphql_ide_html(self) -> str:
             return offline_graphiql_html()
