@@ -8,17 +8,19 @@ completion stamps), so process start-up never counts.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +28,7 @@ from typing import Any
 from redis.asyncio import Redis
 from saq.queue.redis import RedisQueue
 
-from taskmaster.bench_live import hot_swap, subscribers
+from taskmaster.bench_live import CLOCK, PLUGIN, hot_swap, install_bench_plugin, subscribers
 from taskmaster.engine.jobs import JobClient, SubmitOptions
 from taskmaster.engine.keys import QueueKeys
 from taskmaster.loadgen import post_load
@@ -39,16 +41,17 @@ STALL_S = 6.0
 """Raw SAQ leaves a few jobs to its sweep (SAQ #124/#277), which finishes them 5 s apart."""
 SAQ_QUEUE = "saqbench"
 SAQ_WORKER = """
-import asyncio, sys
+import asyncio, sys, time
 import redis.asyncio as aioredis
 from saq import Worker
 from saq.queue.redis import RedisQueue
 
 async def noop(ctx): return None
+async def clock(ctx): return {"t": time.time()}
 
 async def main():
     queue = RedisQueue(aioredis.from_url(sys.argv[1], max_connections=300), name=sys.argv[2])
-    worker = Worker(queue, functions=[("noop", noop)], concurrency=100)
+    worker = Worker(queue, functions=[("noop", noop), ("clock", clock)], concurrency=100)
     await queue.connect()
     await worker.start()
 
@@ -87,6 +90,8 @@ class Bench:
     runs: int
     latency_s: float
     subscribers: int
+    plugin_site: Path
+    """Where the bench's own function plugin is installed for its workers."""
     figures: dict[str, Figure] = field(default_factory=dict)
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
@@ -96,8 +101,10 @@ class Bench:
     # -- processes --
     def start_taskmaster_worker(self, extra_env: dict[str, str] | None = None
                                 ) -> subprocess.Popen[bytes]:
+        path = os.pathsep.join(p for p in (str(self.plugin_site),
+                                           os.environ.get("PYTHONPATH")) if p)
         env = {**os.environ, "TASKMASTER_REDIS_URL": self.url, "TASKMASTER_RELOAD_WATCH": "false",
-               **(extra_env or {})}
+               "PYTHONPATH": path, **(extra_env or {})}
         process = subprocess.Popen([sys.executable, "-m", "taskmaster", "-q", "worker", "--queue",
                                     f"{QUEUE}=100"], env=env, stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL)
@@ -184,12 +191,14 @@ class Engines:
         await self.wait_done(engine, total, deadline_s)
         return await self.completed(engine)
 
-    async def wait_done(self, engine: str, total: int, deadline_s: float) -> None:
+    async def wait_done(self, engine: str, total: int, deadline_s: float) -> int:
         """Until all are done, or 99% are and the rest stall; polled with one cheap count,
-        so the polling itself barely shows in the store's CPU figures."""
+        so the polling itself barely shows in the store's CPU figures. Returns the polls."""
         deadline = time.monotonic() + deadline_s
         progress = (0, time.monotonic())
+        polls = 0
         while True:
+            polls += 1
             if engine == "tm":
                 done = int(await self.redis.zcard(QueueKeys(QUEUE).done))
             else:
@@ -198,7 +207,7 @@ class Engines:
                 progress = (done, time.monotonic())
             stalled = time.monotonic() - progress[1] > STALL_S and done >= 0.99 * total
             if done >= total or stalled or time.monotonic() > deadline:
-                break
+                return polls
             await asyncio.sleep(0.1)
 
     async def completed(self, engine: str) -> list[dict[str, Any]]:
@@ -291,12 +300,58 @@ async def _drain(bench: Bench, engines: Engines, engine: str, workers: int) -> N
              (commands1 - commands0) / len(done))
 
 
+async def _requests_per_job(bench: Bench, engines: Engines, engine: str) -> None:
+    """Requests the workers send to the store per processed job: top-level commands, seen
+    through MONITOR (a script call counts once, the commands it runs not at all). A run of
+    its own: MONITOR slows the store down, so no other figure is taken with it on."""
+    await _flush(engines.redis)
+    total = min(bench.size, 2000)
+    await (engines.tm_bulk(total) if engine == "tm" else engines.saq_bulk(total))
+    seen = 0
+    watching = asyncio.Event()
+
+    async def watch() -> None:
+        nonlocal seen
+        async with engines.redis.monitor() as monitor:
+            watching.set()
+            while True:
+                command = await monitor.next_command()
+                if command["client_type"] != "lua" and \
+                        not command["command"].upper().startswith("MONITOR"):
+                    seen += 1
+
+    watcher = asyncio.create_task(watch())
+    await asyncio.wait_for(watching.wait(), 10)
+    (bench.start_taskmaster_worker if engine == "tm" else bench.start_saq_worker)()
+    polls = await engines.wait_done(engine, total, 120)
+    bench.stop_workers()
+    watcher.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await watcher
+    _add(bench.figure("store requests per processed job (a script call is one)", "req",
+                      False), engine, max(0, seen - polls) / total)
+
+
 async def _latency(bench: Bench, engines: Engines, engine: str, rate: int) -> None:
+    """From the submit call to the handler's first line, both read off this machine's
+    clock (the handler returns its time)."""
     await _flush(engines.redis)
     worker = (bench.start_taskmaster_worker if engine == "tm" else bench.start_saq_worker)()
     await asyncio.sleep(2.0)  # let the worker start
-    submit = engines.tm_submit if engine == "tm" else engines.saq_submit
     total = int(rate * bench.latency_s)
+    submitted: dict[str, float] = {}
+
+    async def submit() -> None:
+        sent = time.time()
+        if engine == "tm":
+            view = await engines.jobs.submit(CLOCK, PLUGIN, "1.0.0", {},
+                                              SubmitOptions(queue=QUEUE))
+            submitted[view.id.split(":", 1)[1]] = sent
+        else:
+            job = await engines.saq.enqueue("clock", timeout=60)
+            assert job is not None
+            submitted[job.key] = sent
+
     start = time.perf_counter()
     pending = []
     for i in range(total):
@@ -306,13 +361,14 @@ async def _latency(bench: Bench, engines: Engines, engine: str, rate: int) -> No
     done = await engines.finished(engine, total, 60)
     bench.stop_workers()
     del worker
-    waits = sorted(r["started"] - r["queued"] for r in done)
+    waits = sorted((r["result"]["t"] - submitted[r["key"]]) * 1000 for r in done
+                   if r["key"] in submitted)
     key = "tm" if engine == "tm" else "saq"
     _add(bench.figure(f"latency p50 at {rate}/s", "ms", False), key, _pct(waits, 0.5))
     _add(bench.figure(f"latency p99 at {rate}/s", "ms", False), key, _pct(waits, 0.99))
 
 
-def _pct(values: list[int], q: float) -> float:
+def _pct(values: Sequence[float], q: float) -> float:
     return float(values[min(len(values) - 1, int(q * len(values)))]) if values else float("nan")
 
 
@@ -328,7 +384,9 @@ async def run_bench(*, redis_url: str | None, quick: bool) -> dict[str, Any]:
         store = EmbeddedValkey(Path(tempfile.mkdtemp(prefix="taskmaster-bench-")))
         redis_url = store.start()
     redis = create_redis(redis_url, job_slots=200)
-    bench = Bench(redis_url, size, runs, latency_s, subscribers_n)
+    plugin_site = Path(tempfile.mkdtemp(prefix="taskmaster-bench-plugin-"))
+    install_bench_plugin(plugin_site, "1.0.0")
+    bench = Bench(redis_url, size, runs, latency_s, subscribers_n, plugin_site)
     engines = Engines(redis)
     try:
         info = await redis.info("server")
@@ -349,6 +407,7 @@ async def run_bench(*, redis_url: str | None, quick: bool) -> dict[str, Any]:
             for engine in ("tm", "saq"):
                 await _drain(bench, engines, engine, 1)
                 await _drain(bench, engines, engine, 2)
+                await _requests_per_job(bench, engines, engine)
             for rate in (200, 1000):
                 for engine in ("tm", "saq"):
                     await _latency(bench, engines, engine, rate)
@@ -392,6 +451,7 @@ async def run_bench(*, redis_url: str | None, quick: bool) -> dict[str, Any]:
         await redis.aclose()
         if store is not None:
             store.stop()
+        shutil.rmtree(plugin_site, ignore_errors=True)
 
 
 def render(results: dict[str, Any]) -> str:

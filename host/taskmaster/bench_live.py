@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
 import shutil
 import sys
-import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
@@ -87,66 +85,67 @@ async def subscribers(bench: Bench, jobs: JobClient, function: Function, plugin:
               file=sys.stderr)
 
 
-_SWAP_MODULE = '''
+PLUGIN = "taskmaster-bench-plugin"
+_PLUGIN_MODULE = '''
 import asyncio
+import time
 from taskmaster import Function, hookimpl
 
-async def run(ctx, data):
+async def swap(ctx, data):
     await asyncio.sleep(0.02)
     return {{"version": "{version}"}}
 
+async def clock(ctx, data):
+    return {{"t": time.time()}}
+
 @hookimpl
 def taskmaster_functions():
-    return [Function("benchswap.run", run, max_attempts=1)]
+    return [Function("bench.swap", swap, max_attempts=1),
+            Function("bench.clock", clock, max_attempts=1)]
 '''
+SWAP = Function("bench.swap", lambda ctx, data: None, max_attempts=1)
+CLOCK = Function("bench.clock", lambda ctx, data: None, max_attempts=1)
+"""As the bench submits them; the workers run the installed plugin's code."""
 
 
-def _install_swap_package(site: Path, version: str) -> None:
-    """A minimal installed distribution (module + dist-info), written in place of the
-    previous version, as pip would leave it."""
-    for old in site.glob("taskmaster_bench_swap-*.dist-info"):
+def install_bench_plugin(site: Path, version: str) -> None:
+    """The bench's own function plugin, as a minimal installed distribution (module +
+    dist-info) written in place of the previous version, as pip would leave it."""
+    for old in site.glob("taskmaster_bench_plugin-*.dist-info"):
         shutil.rmtree(old)
-    module = site / "taskmaster_bench_swap.py"
-    module.write_text(_SWAP_MODULE.format(version=version))
-    info = site / f"taskmaster_bench_swap-{version}.dist-info"
+    (site / "taskmaster_bench_plugin.py").write_text(_PLUGIN_MODULE.format(version=version))
+    info = site / f"taskmaster_bench_plugin-{version}.dist-info"
     info.mkdir()
     (info / "METADATA").write_text(
-        f"Metadata-Version: 2.1\nName: taskmaster-bench-swap\nVersion: {version}\n")
+        f"Metadata-Version: 2.1\nName: {PLUGIN}\nVersion: {version}\n")
     (info / "entry_points.txt").write_text(
-        "[taskmaster.functions]\nbenchswap = taskmaster_bench_swap\n")
+        "[taskmaster.functions]\nbench = taskmaster_bench_plugin\n")
     (info / "RECORD").write_text(
-        f"taskmaster_bench_swap.py,,\n{info.name}/METADATA,,\n{info.name}/RECORD,,\n"
+        f"taskmaster_bench_plugin.py,,\n{info.name}/METADATA,,\n{info.name}/RECORD,,\n"
         f"{info.name}/entry_points.txt,,\n")
 
 
 async def hot_swap(bench: Bench, jobs: JobClient, rate: int, seconds: float) -> None:
-    """A function swapped from 1.0.0 to 2.0.0 while `rate` jobs/s of it flow."""
+    """The bench plugin swapped from 1.0.0 to 2.0.0 while `rate` jobs/s of it flow."""
     from taskmaster.bench import QUEUE, _add
 
-    site = Path(tempfile.mkdtemp(prefix="taskmaster-bench-swap-"))
-    try:
-        _install_swap_package(site, "1.0.0")
-        env_path = os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])
-        bench.start_taskmaster_worker(extra_env={"PYTHONPATH": env_path})
-        function = Function("benchswap.run", _never_called, max_attempts=1)
-        total = int(rate * seconds)
-        submitted: list[str] = []
-        started = time.perf_counter()
-        swapped = False
-        await asyncio.sleep(3.0)  # the worker starts
-        for i in range(total):
-            await asyncio.sleep(max(0.0, started + 3.0 + i / rate - time.perf_counter()))
-            view = await jobs.submit(function, "taskmaster-bench-swap", "1.0.0", {},
-                                     SubmitOptions(queue=QUEUE))
-            submitted.append(view.id)
-            if not swapped and i >= total // 3:
-                _install_swap_package(site, "2.0.0")
-                await broadcast_reload(jobs.redis, "bench: hot swap")
-                swapped = True
-        records = await _wait_finished(jobs, submitted, 60)
-        bench.stop_workers()
-    finally:
-        shutil.rmtree(site, ignore_errors=True)
+    install_bench_plugin(bench.plugin_site, "1.0.0")
+    bench.start_taskmaster_worker()
+    total = int(rate * seconds)
+    submitted: list[str] = []
+    await asyncio.sleep(3.0)  # the worker starts
+    started = time.perf_counter()
+    swapped = False
+    for i in range(total):
+        await asyncio.sleep(max(0.0, started + i / rate - time.perf_counter()))
+        view = await jobs.submit(SWAP, PLUGIN, "1.0.0", {}, SubmitOptions(queue=QUEUE))
+        submitted.append(view.id)
+        if not swapped and i >= total // 3:
+            install_bench_plugin(bench.plugin_site, "2.0.0")
+            await broadcast_reload(jobs.redis, "bench: hot swap")
+            swapped = True
+    records = await _wait_finished(jobs, submitted, 60)
+    bench.stop_workers()
     done = [r for r in records if r is not None and r.status == JobStatus.COMPLETE]
     failed = [r for r in records if r is not None and r.status == JobStatus.FAILED]
     old = [r.started_at_ms for r in done if r.version == "1.0.0" and r.started_at_ms]
@@ -158,10 +157,6 @@ async def hot_swap(bench: Bench, jobs: JobClient, rate: int, seconds: float) -> 
          float(len(submitted) - len(done) - len(failed)))
     _add(bench.figure(f"hot swap at {rate} jobs/s: failed jobs", "jobs", False), "tm",
          float(len(failed)))
-
-
-async def _never_called(ctx: Any, data: Any) -> None:
-    """The bench only submits benchswap.run; the workers run the installed code."""
 
 
 async def _wait_finished(jobs: JobClient, ids: list[str], timeout_s: float) -> list[Any]:

@@ -12,6 +12,7 @@ from taskmaster import Context, Function
 from taskmaster.engine.events import BUFFER, EventHub, SubscriberTooSlowError, backlog
 from taskmaster.engine.jobs import JobClient, SubmitOptions
 from taskmaster.errors import InvalidArgumentError
+from tests.engine.conftest import finished, running_worker
 from tests.fixtures.waiting import eventually
 
 
@@ -65,3 +66,20 @@ async def test_backlog_reads_every_queue_after_a_cursor(redis: Redis, jobs: JobC
         assert [e.id for e in after] == [e.id for e in everything[cut + 1:]]
     with pytest.raises(InvalidArgumentError):
         await backlog(jobs, ["default"], "not-an-id")
+
+
+async def test_a_start_and_its_outcome_share_a_stream_entry_and_resume_between_them(
+        valkey_url: str, redis: Redis, jobs: JobClient) -> None:
+    async with running_worker(valkey_url, [NOOP]):
+        job = await jobs.submit(NOOP, "p", "1", {}, SubmitOptions())
+        done = await finished(jobs, job.id, timeout_s=10)
+    assert [e.type for e in done.history] == ["submitted", "started", "completed"]
+    everything = [e for e in await backlog(jobs, ["default"], "0-0") if e.job_id == job.id]
+    assert [e.event.type for e in everything] == ["submitted", "started", "completed"]
+    started, completed = everything[1], everything[2]
+    assert started.stream_id == completed.stream_id, "one entry for a job this short"
+    assert (started.index, completed.index) == (0, 1)
+    assert started.event.at_ms <= completed.event.at_ms
+    after_start = await backlog(jobs, ["default"], started.id)
+    assert [e.id for e in after_start] == [completed.id], "resumes inside the entry"
+    assert await backlog(jobs, ["default"], completed.id) == []

@@ -1,8 +1,11 @@
 """The job event firehose: every queue's event stream, read once per process and fanned out.
 
 Stream ids come from the store's clock, so they order events across queues too (ties in
-one millisecond are broken by queue name); an event's id, `<stream id>/<queue>`, is the
-cursor a client passes as `since` to resume. Each subscriber has a bounded buffer:
+one millisecond are broken by queue name). One stream entry holds the events of one job
+written together (a start and its outcome, say): field `event` (one JSON object) or
+`events` (a JSON array). An event's id, `<stream id>/<queue>` for an entry's first event
+and `<stream id>.<n>/<queue>` for its n-th after that, is the cursor a client passes as
+`since` to resume. Each subscriber has a bounded buffer:
 one that falls too far behind is dropped with SubscriberTooSlowError rather than slowing the
 others or growing without bound.
 """
@@ -18,7 +21,7 @@ from dataclasses import dataclass
 
 from redis.exceptions import RedisError
 
-from taskmaster.engine.history import JobEvent, decode_events
+from taskmaster.engine.history import JobEvent, decode_event_list, decode_events
 from taskmaster.engine.jobs import JobClient, JobStatus, public_id
 from taskmaster.engine.keys import QueueKeys
 from taskmaster.errors import InvalidArgumentError, TaskmasterError
@@ -47,19 +50,29 @@ class SubscriberTooSlowError(TaskmasterError):
 @dataclass(frozen=True)
 class StreamEvent:
     stream_id: str
+    """Of the stream entry holding the event."""
     queue: str
     job_key: str
     function: str
     event: JobEvent
+    index: int = 0
+    """Within its stream entry."""
 
     @property
     def id(self) -> str:
         """The cursor to resume after this event."""
-        return f"{self.stream_id}/{self.queue}"
+        return f"{self.stream_id}{f'.{self.index}' if self.index else ''}/{self.queue}"
 
     @property
-    def position(self) -> tuple[int, int, str]:
-        return (*_order(self.stream_id), self.queue)
+    def order(self) -> tuple[int, int, int]:
+        """Within its queue's stream."""
+        ms, seq, _ = _order(self.stream_id)
+        return ms, seq, self.index
+
+    @property
+    def position(self) -> tuple[int, int, int, str]:
+        """Across queues."""
+        return (*self.order, self.queue)
 
     @property
     def job_id(self) -> str:
@@ -148,7 +161,7 @@ class EventHub:
             events = [event for stream, entries in replies or []
                       for event in _parse(stream.decode(), entries)]
             for event in sorted(events, key=lambda e: e.position):
-                self._positions[event.queue] = event.stream_id
+                self._positions[event.queue] = event.stream_id  # entries are read whole
                 for subscriber in list(self._subscribers):
                     subscriber.offer(event)
 
@@ -164,8 +177,8 @@ class EventHub:
 
 async def backlog(jobs: JobClient, queues: list[str], since: str) -> list[StreamEvent]:
     """Events after the cursor `since`, oldest first, from every given queue's stream."""
-    stream_id, _, since_queue = since.partition("/")
-    start = (*_order(stream_id), since_queue)  # validates
+    cursor, _, since_queue = since.partition("/")
+    start = (*_order(cursor), since_queue)  # validates
     found: list[StreamEvent] = []
     for queue in queues:
         entries = await jobs.redis.xrange(QueueKeys(queue).events,
@@ -179,15 +192,15 @@ async def follow(hub: EventHub, queues: list[str], match: Match,
     """Backlog after `since` (if given), then live events, without gaps or repeats."""
     subscription = hub.subscribe(match)
     try:
-        seen: dict[str, tuple[int, int]] = {}
+        seen: dict[str, tuple[int, int, int]] = {}
         if since is not None:
             for event in await backlog(hub.jobs, queues, since):
-                seen[event.queue] = _order(event.stream_id)
+                seen[event.queue] = event.order
                 if match(event):
                     yield event
         while True:
             event = await subscription.next()
-            if event.queue in seen and _order(event.stream_id) <= seen[event.queue]:
+            if event.queue in seen and event.order <= seen[event.queue]:
                 continue
             yield event
     finally:
@@ -198,15 +211,19 @@ def _parse(stream: str, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> list
     queue = stream.split("{", 1)[1].split("}", 1)[0]
     parsed = []
     for raw_id, fields in entries:
-        (event,) = decode_events([fields[b"event"]])
-        parsed.append(StreamEvent(raw_id.decode(), queue, fields[b"job"].decode(),
-                                  fields[b"fn"].decode(), event))
+        stream_id, job, function = raw_id.decode(), fields[b"job"].decode(), fields[b"fn"].decode()
+        events = decode_events([fields[b"event"]]) if b"event" in fields \
+            else decode_event_list(fields[b"events"])
+        parsed += [StreamEvent(stream_id, queue, job, function, event, index)
+                   for index, event in enumerate(events)]
     return parsed
 
 
-def _order(stream_id: str) -> tuple[int, int]:
+def _order(cursor: str) -> tuple[int, int, int]:
+    """(ms, seq, index) of `<ms>-<seq>[.<index>]`."""
     try:
-        ms, _, seq = stream_id.partition("-")
-        return int(ms), int(seq or 0)
+        entry, _, index = cursor.partition(".")
+        ms, _, seq = entry.partition("-")
+        return int(ms), int(seq or 0), int(index or 0)
     except ValueError:
-        raise InvalidArgumentError("since", f"{stream_id!r} is not an event id") from None
+        raise InvalidArgumentError("since", f"{cursor!r} is not an event id") from None

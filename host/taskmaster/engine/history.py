@@ -56,6 +56,14 @@ def decode_events(raw: list[bytes]) -> list[JobEvent]:
     return [_decoder.decode(item) for item in raw]
 
 
+_list_decoder = msgspec.json.Decoder(list[JobEvent])
+
+
+def decode_event_list(raw: bytes) -> list[JobEvent]:
+    """A JSON array of events (one stream entry of several)."""
+    return _list_decoder.decode(raw)
+
+
 def error_summary(error: str | None) -> str | None:
     """The last line of a traceback ('ValueError: boom'), without the module path."""
     if not error:

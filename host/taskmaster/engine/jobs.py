@@ -6,7 +6,6 @@ import enum
 import math
 import os
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -228,8 +227,7 @@ class JobClient:
         level = options.priority or function.priority
         jitter = function.retry_jitter if options.retry_jitter is None else options.retry_jitter
         job = Job(
-            # Random (version 4) keys: SAQ's uuid1 costs more than the rest of the job.
-            key=str(uuid.UUID(bytes=os.urandom(16), version=4)),
+            key=_new_key(),
             function=function.name,
             kwargs={"payload": payload if payload is not None else {}},
             retries=max_attempts,
@@ -239,7 +237,7 @@ class JobClient:
             retry_backoff=retry_max_s,
             meta={"priority": level.value, "max_attempts": max_attempts,
                   "retry_jitter": jitter, "submitted_plugin": plugin,
-                  "submitted_version": version, "idempotency_key": key or None,
+                  "submitted_version": version, **({"idempotency_key": key} if key else {}),
                   "keep_completed_s": function.keep_completed_s
                   or self.retention.keep_completed_s,
                   "keep_dead_s": function.keep_dead_s or self.retention.keep_dead_s},
@@ -340,6 +338,27 @@ class JobClient:
                                 " scheduled jobs can change priority", id=job_id,
                                 status=latest.status.value)
         return await self.get(job_id)
+
+
+_last_key = [0, 0]
+"""Milliseconds and sequence of the last key made here."""
+
+
+def _new_key() -> str:
+    """A UUIDv7 (RFC 9562): time first, then a sequence within the millisecond, then random
+    bits, so keys sort in submission order (the listing breaks ties in the store's
+    millisecond by key). Cheaper than SAQ's uuid1."""
+    ms = time.time_ns() // 1_000_000
+    last_ms, seq = _last_key
+    if ms <= last_ms:
+        ms, seq = (last_ms, seq + 1) if seq < 0xFFF else (last_ms + 1, 0)
+    else:
+        seq = 0
+    _last_key[:] = [ms, seq]
+    value = (ms << 80) | (0x7 << 76) | (seq << 64) | (0b10 << 62) \
+        | (int.from_bytes(os.urandom(8)) >> 2)
+    text = f"{value:032x}"
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 def _submitted(job: Job, queue: str, level: Priority, delay_ms: int, run_at_ms: int

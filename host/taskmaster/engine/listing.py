@@ -50,15 +50,17 @@ class Page:
 
 @dataclass(frozen=True, order=True)
 class _Position:
-    """Order of the merged listing: higher score first, then queue, then key descending."""
+    """Order of the merged listing: higher score first, then key descending (keys are
+    time-ordered, so jobs of one millisecond keep their submission order across queues),
+    then queue."""
 
     neg_score: float
-    queue: str
     neg_key: tuple[int, ...]
+    queue: str
 
     @classmethod
     def of(cls, score: float, queue: str, key: str) -> _Position:
-        return cls(-score, queue, tuple(-b for b in key.encode()))
+        return cls(-score, tuple(-b for b in key.encode()), queue)
 
     def encode(self, key: str) -> str:
         return base64.urlsafe_b64encode(f"{-self.neg_score!r}|{self.queue}|{key}".encode()

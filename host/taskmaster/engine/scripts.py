@@ -268,6 +268,7 @@ for i, op in ipairs(ops) do
       table.insert(records, prefix .. 'job:' .. id)
       table.insert(records, op[5])
     end
+    local written = {}
     for _, ev in ipairs(op[6]) do
       local stamped = stamp(ev[1], ev[6] > 0 and ev[6] or now)
       if not history[id] then
@@ -275,8 +276,15 @@ for i, op in ipairs(ops) do
         table.insert(order, id)
       end
       table.insert(history[id], stamped)
-      publish(prefix, fn, id, stamped)
+      table.insert(written, stamped)
       tally(counts, fn, ev)
+    end
+    -- The events of one operation share one stream entry.
+    if #written == 1 then
+      publish(prefix, fn, id, written[1])
+    elseif #written > 1 then
+      redis.call('XADD', prefix .. 'events', 'MAXLEN', '~', 100000, '*',
+                 'job', id, 'fn', fn, 'events', '[' .. table.concat(written, ',') .. ']')
     end
     if kind ~= 'W' then
       held[id] = nil  -- the attempt is over: later operations of it are stale

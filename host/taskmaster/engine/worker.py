@@ -260,9 +260,6 @@ class TaskmasterWorker(Worker[Any]):
         job.meta["priority"] = claimed.level.value
         job.meta["plugin"] = runnable.plugin
         job.meta["version"] = runnable.version
-        job.meta.setdefault("attempts_log", []).append(
-            {"attempt": job.attempts, "plugin": runnable.plugin,
-             "version": runnable.version, "worker": self.id})
 
     async def _settle(self, attempt: _Attempt, runnable: Runnable
                       ) -> asyncio.Future[int] | None:
