@@ -27,8 +27,10 @@ logger = logging.getLogger(__name__)
 
 START_HOLD_S = 0.02
 """How long a start may wait for its attempt's outcome before it is written alone."""
-MAX_OPS = 500
-"""Operations per script call: bounds how long one call holds the store."""
+MAX_OPS = 50
+"""Operations per script call. Small batches keep the worker and the store busy at the
+same time: while the store applies one batch, the worker runs the next jobs (measured:
+a 1-worker drain at 500 per call ~6,500 jobs/s, at 50 ~10,000, at 25 ~7,000)."""
 
 _encode = msgspec.msgpack.Encoder().encode
 
