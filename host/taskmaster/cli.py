@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
 
 from taskmaster import __version__
+from taskmaster.aio import run_fast
 from taskmaster.commands import functions as functions_cmd
 from taskmaster.commands import jobs as jobs_cmd
 from taskmaster.commands import output
@@ -33,8 +32,6 @@ EXIT_CODES = {
 }
 """Error code → process exit status; anything else exits with 1."""
 PRIORITIES = ["CRITICAL", "HIGH", "NORMAL", "LOW"]
-
-T = TypeVar("T")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -88,17 +85,8 @@ def _worker(args: argparse.Namespace) -> int:
     settings = output.settings(args, **{"redis_url": args.redis_url,
                                   "worker.concurrency": args.concurrency,
                                   "worker.queues": tuple(args.queue) if args.queue else None})
-    _run_fast(run_worker(settings))
+    run_fast(run_worker(settings))
     return 0
-
-
-def _run_fast(main: Coroutine[Any, Any, T]) -> T:
-    """Run on uvloop when it is installed (uvicorn[standard] brings it), else asyncio's loop."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(main)
-    return uvloop.run(main)
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -107,7 +95,7 @@ def _bench(args: argparse.Namespace) -> int:
     from taskmaster.bench import render, run_bench
 
     # The same loop drives both engines' clients.
-    results = _run_fast(run_bench(redis_url=args.redis_url, quick=args.quick))
+    results = run_fast(run_bench(redis_url=args.redis_url, quick=args.quick))
     print(render(results))
     if args.output:
         args.output.write_text(json_module.dumps(results, indent=2))

@@ -21,6 +21,7 @@ from types import FrameType
 
 import uvicorn
 
+from taskmaster.aio import run_fast
 from taskmaster.api.app import check_listen_address, create_app
 from taskmaster.errors import StoreUnavailableError
 from taskmaster.registry.live import broadcast_on_sighup
@@ -152,7 +153,7 @@ def serve(settings: Settings, *, config_file: Path | None = None) -> None:
                           child_env(settings, redis_url, config_file))
         pool.start()
         logger.info("started %d worker process(es): %s", pool.count, pool.pids)
-        asyncio.run(_serve_api(settings, pool, store, stop_requested))
+        run_fast(_serve_api(settings, pool, store, stop_requested))
     finally:
         if pool is not None:
             pool.stop(settings.worker.shutdown_grace_s)
