@@ -241,6 +241,25 @@ async def _graphql_submit(bench: Bench, seconds: float, clients: int = 32) -> No
     _add(bench.figure("GraphQL submitJob failed requests", "req", False), "tm", failures)
 
 
+async def _graphql_bulk(bench: Bench, seconds: float, clients: int = 2) -> None:
+    """One API process, `clients` keep-alive HTTP clients each sending submitJobs with
+    1,000 jobs per call, back to back."""
+    port = free_port()
+    bench.start_api(port)
+    await _wait_for_api(port)
+    body = json.dumps({
+        "query": "mutation($i: [SubmitJobInput!]!) { submitJobs(inputs: $i) { id } }",
+        "variables": {"i": [{"function": "demo.noop", "payload": {}, "queue": QUEUE}] * 1000},
+    }).encode()
+    await post_load("127.0.0.1", port, "/graphql", body, clients=1, seconds=0.1)  # warm-up
+    timings, failures, elapsed = await post_load("127.0.0.1", port, "/graphql", body,
+                                                 clients=clients, seconds=seconds)
+    bench.stop_workers()
+    _add(bench.figure(f"bulk over GraphQL submitJobs (1,000 per call, {clients} clients)",
+                      "jobs/s"), "tm", len(timings) * 1000 / elapsed)
+    _add(bench.figure("GraphQL submitJobs failed calls", "req", False), "tm", failures)
+
+
 async def _wait_for_api(port: int, timeout_s: float = 30.0) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
@@ -406,7 +425,7 @@ async def run_bench(*, redis_url: str | None, quick: bool) -> dict[str, Any]:
                 await _flush(redis)
                 started = time.perf_counter()
                 await bulk(size)
-                _add(bench.figure("bulk submission (1,000 per call)", "jobs/s"), engine,
+                _add(bench.figure("bulk, Python API (1,000 per call)", "jobs/s"), engine,
                      size / (time.perf_counter() - started))
             for engine in ("tm", "saq"):
                 await _drain(bench, engines, engine, 1)
@@ -417,6 +436,8 @@ async def run_bench(*, redis_url: str | None, quick: bool) -> dict[str, Any]:
                     await _latency(bench, engines, engine, rate)
             await _flush(redis)
             await _graphql_submit(bench, bench.latency_s)
+            await _flush(redis)
+            await _graphql_bulk(bench, bench.latency_s / 2)
             await _flush(redis)
             noop = engines.noop
             await subscribers(bench, engines.jobs, noop.function, noop.plugin, noop.version,
