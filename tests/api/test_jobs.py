@@ -155,3 +155,17 @@ def test_graphiql_is_served_offline(server: Server) -> None:
         response = httpx.get(f"{server.url}/static/graphiql/{asset}")
         assert response.status_code == 200, asset
         assert len(response.content) > 500, asset
+
+
+def test_a_document_served_from_the_cache_still_checks_its_variables(server: Server) -> None:
+    first = submit(server, function="demo.echo", payload={"message": "a"})
+    again = submit(server, function="demo.echo", payload={"message": "b"})  # cached document
+    assert first["data"]["submitJob"]["id"] != again["data"]["submitJob"]["id"]
+    error = only_error(submit(server, function="demo.echo", payload={"message": "c"},
+                              priority="URGENT"))
+    assert "URGENT" in error["message"]
+    assert error["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
+    too_deep = "query { " + "job(id: \"default:x\") { " * 12 + "id" + " }" * 13
+    errors = server.graphql(too_deep)["errors"]
+    assert any("exceeds maximum operation depth" in e["message"] for e in errors)
+    assert {e["extensions"]["code"] for e in errors} == {"GRAPHQL_VALIDATION_FAILED"}

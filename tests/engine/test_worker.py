@@ -13,7 +13,7 @@ import pytest
 from redis.asyncio import Redis
 
 from taskmaster import Context, Function, NonRetryableError
-from taskmaster.engine.jobs import JobClient, JobStatus
+from taskmaster.engine.jobs import JobClient, JobStatus, JobView
 from taskmaster.engine.queue import TaskmasterQueue
 from taskmaster.errors import InvalidPayloadError
 from taskmaster.registry import CatalogEntry
@@ -203,6 +203,33 @@ async def test_shutdown_past_the_grace_requeues_without_spending_an_attempt(
     assert back.status == JobStatus.QUEUED
     assert back.attempts == 0
     assert back.history[-1].type == "requeued"
+    key = job.id.split(":", 1)[1]
+    assert await redis.hget(jobs.queue("default").keys.attempts, key) == b"0", \
+        "the next attempt is numbered 1 again"
+
+
+async def test_a_long_attempt_has_its_start_on_record_while_it_runs(
+        valkey_url: str, redis: Redis, jobs: JobClient) -> None:
+    began: list[float] = []
+
+    async def slow(ctx: Context, data: dict[str, Any]) -> None:
+        began.append(time.time())
+        await asyncio.sleep(2)
+
+    function = Function("test.slow", slow)
+    async with running_worker(valkey_url, [function]):
+        job = await submit(jobs, function)
+        running = await eventually(
+            lambda: _started(jobs, job.id), timeout_s=10, message="start on record")
+        assert running.status == JobStatus.ACTIVE and running.attempts == 1
+        assert time.time() - began[0] < 1.0, "written within the hold, not at the end"
+        started = next(e for e in running.history if e.type == "started")
+        assert abs(started.at_ms / 1000 - began[0]) < 0.05, "stamped with its real start"
+
+
+async def _started(jobs: JobClient, job_id: str) -> JobView | None:
+    view = await jobs.get(job_id)
+    return view if any(e.type == "started" for e in view.history) else None
 
 
 async def test_delayed_job_is_scheduled_until_due(valkey_url: str, redis: Redis,
