@@ -76,7 +76,9 @@ async def test_retries_wait_1_2_4_8_seconds_then_the_job_is_dead_lettered(
     assert done.error == "RuntimeError: nope 5"
     gaps = [b - a for a, b in itertools.pairwise(starts)]
     for gap, expected in zip(gaps, [1, 2, 4, 8], strict=True):
-        assert expected - 0.01 <= gap <= expected + 0.3, gaps
+        # Due times are the store's clock, gaps this process's monotonic clock: allow a
+        # slewed wall clock (seen once here: gaps 0.3 % short) but not an early retry.
+        assert expected * 0.99 <= gap <= expected + 0.3, gaps
     types = [e.type for e in done.history]
     assert types.count("retry_scheduled") == 4 and types[-2:] == ["failed", "dead_lettered"]
     retries = [e for e in done.history if e.type == "retry_scheduled"]

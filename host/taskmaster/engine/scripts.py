@@ -224,10 +224,17 @@ for i = 1, #ids, 1000 do
   for j = i, last do keys[j - i + 1] = prefix .. 'job:' .. ids[j] end
   local found = redis.call('MGET', unpack(keys))
   local stalled = redis.call('HMGET', KEYS[10], unpack(ids, i, last))
+  -- Attempt numbers: read and written back with one call each, not one HINCRBY per job.
+  local counted = redis.call('HMGET', KEYS[12], unpack(ids, i, last))
+  local numbers = {}
   for j = i, last do
+    local attempt = (tonumber(counted[j - i + 1]) or 0) + 1
+    table.insert(numbers, ids[j])
+    table.insert(numbers, attempt)
     out[j] = {ids[j], tokens[j], levels[j], found[j - i + 1] or '', stalled[j - i + 1] or '0',
-              redis.call('HINCRBY', KEYS[12], ids[j], 1)}
+              attempt}
   end
+  redis.call('HSET', KEYS[12], unpack(numbers))
 end
 return {out, wait, suspects, now}
 """
