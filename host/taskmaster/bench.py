@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,15 +28,21 @@ from typing import Any
 from redis.asyncio import Redis
 from saq.queue.redis import RedisQueue
 
-from taskmaster.bench_live import CLOCK, PLUGIN, hot_swap, install_bench_plugin, subscribers
+from taskmaster.bench_live import (
+    CLOCK,
+    PLUGIN,
+    QUEUE,
+    hot_swap,
+    install_bench_plugin,
+    subscribers,
+)
 from taskmaster.engine.jobs import JobClient, SubmitOptions
 from taskmaster.engine.keys import QueueKeys
-from taskmaster.loadgen import post_load
+from taskmaster.loadgen import percentile, post_load, wait_for_port
 from taskmaster.registry import load_catalog
 from taskmaster.store.connection import create_redis
 from taskmaster.store.embedded import EmbeddedValkey, free_port
 
-QUEUE = "bench"
 STALL_S = 6.0
 """Raw SAQ leaves a few jobs to its sweep (SAQ #124/#277), which finishes them 5 s apart."""
 SAQ_QUEUE = "saqbench"
@@ -66,6 +72,9 @@ class Figure:
     higher_is_better: bool = True
     taskmaster: list[float] = field(default_factory=list)
     saq: list[float] = field(default_factory=list)
+
+    def add(self, engine: str, value: float) -> None:
+        (self.taskmaster if engine == "tm" else self.saq).append(value)
 
     def summary(self) -> dict[str, Any]:
         def stats(values: list[float]) -> dict[str, float] | None:
@@ -213,6 +222,7 @@ class Engines:
     async def completed(self, engine: str) -> list[dict[str, Any]]:
         return [r for r in await self.records(engine) if r.get("status") == "complete"]
 
+
 async def _store_usage(redis: Redis) -> tuple[float, int, int]:
     cpu = await redis.info("cpu")
     stats = await redis.info("stats")
@@ -221,58 +231,44 @@ async def _store_usage(redis: Redis) -> tuple[float, int, int]:
             int(stats["total_commands_processed"]), int(memory["used_memory"]))
 
 
-async def _graphql_submit(bench: Bench, seconds: float, clients: int = 32) -> None:
-    """One API process, `clients` keep-alive HTTP clients sending submitJob in a loop."""
+async def _graphql_load(bench: Bench, query: str, variables: dict[str, Any], *,
+                        clients: int, seconds: float, warm_up_s: float
+                        ) -> tuple[list[float], int, float]:
+    """One fresh API process, `clients` keep-alive HTTP clients posting the same operation
+    back to back (after a warm-up that does not count)."""
     port = free_port()
     bench.start_api(port)
-    await _wait_for_api(port)
-    body = json.dumps({
-        "query": "mutation($i: SubmitJobInput!) { submitJob(input: $i) { id } }",
-        "variables": {"i": {"function": "demo.noop", "payload": {}, "queue": QUEUE}}}).encode()
-    await post_load("127.0.0.1", port, "/graphql", body, clients=clients, seconds=1.0)  # warm-up
-    timings, failures, elapsed = await post_load("127.0.0.1", port, "/graphql", body,
-                                                 clients=clients, seconds=seconds)
-    bench.stop_workers()
+    await wait_for_port(port)
+    body = json.dumps({"query": query, "variables": variables}).encode()
+    await post_load("127.0.0.1", port, "/graphql", body, clients=clients, seconds=warm_up_s)
+    try:
+        return await post_load("127.0.0.1", port, "/graphql", body, clients=clients,
+                               seconds=seconds)
+    finally:
+        bench.stop_workers()
+
+
+async def _graphql_submit(bench: Bench, seconds: float, clients: int = 32) -> None:
+    timings, failures, elapsed = await _graphql_load(
+        bench, "mutation($i: SubmitJobInput!) { submitJob(input: $i) { id } }",
+        {"i": {"function": "demo.noop", "payload": {}, "queue": QUEUE}},
+        clients=clients, seconds=seconds, warm_up_s=1.0)
     timings.sort()
-    _add(bench.figure(f"GraphQL submitJob over HTTP, {clients} clients", "req/s"), "tm",
-         len(timings) / elapsed)
-    _add(bench.figure("GraphQL submitJob p99", "ms", False), "tm",
-         _pct([int(t * 1000) for t in timings], 0.99))
-    _add(bench.figure("GraphQL submitJob failed requests", "req", False), "tm", failures)
+    bench.figure(f"GraphQL submitJob over HTTP, {clients} clients", "req/s").add(
+        "tm", len(timings) / elapsed)
+    bench.figure("GraphQL submitJob p99", "ms", False).add(
+        "tm", percentile([int(t * 1000) for t in timings], 0.99))
+    bench.figure("GraphQL submitJob failed requests", "req", False).add("tm", failures)
 
 
 async def _graphql_bulk(bench: Bench, seconds: float, clients: int = 2) -> None:
-    """One API process, `clients` keep-alive HTTP clients each sending submitJobs with
-    1,000 jobs per call, back to back."""
-    port = free_port()
-    bench.start_api(port)
-    await _wait_for_api(port)
-    body = json.dumps({
-        "query": "mutation($i: [SubmitJobInput!]!) { submitJobs(inputs: $i) { id } }",
-        "variables": {"i": [{"function": "demo.noop", "payload": {}, "queue": QUEUE}] * 1000},
-    }).encode()
-    await post_load("127.0.0.1", port, "/graphql", body, clients=1, seconds=0.1)  # warm-up
-    timings, failures, elapsed = await post_load("127.0.0.1", port, "/graphql", body,
-                                                 clients=clients, seconds=seconds)
-    bench.stop_workers()
-    _add(bench.figure(f"bulk over GraphQL submitJobs (1,000 per call, {clients} clients)",
-                      "jobs/s"), "tm", len(timings) * 1000 / elapsed)
-    _add(bench.figure("GraphQL submitJobs failed calls", "req", False), "tm", failures)
-
-
-async def _wait_for_api(port: int, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the API on port {port} did not come up") from None
-            await asyncio.sleep(0.1)
-            continue
-        writer.close()
-        await writer.wait_closed()
-        return
+    timings, failures, elapsed = await _graphql_load(
+        bench, "mutation($i: [SubmitJobInput!]!) { submitJobs(inputs: $i) { id } }",
+        {"i": [{"function": "demo.noop", "payload": {}, "queue": QUEUE}] * 1000},
+        clients=clients, seconds=seconds, warm_up_s=0.1)
+    bench.figure(f"bulk over GraphQL submitJobs (1,000 per call, {clients} clients)",
+                 "jobs/s").add("tm", len(timings) * 1000 / elapsed)
+    bench.figure("GraphQL submitJobs failed calls", "req", False).add("tm", failures)
 
 
 async def _flush(redis: Redis) -> None:
@@ -305,19 +301,17 @@ async def _drain(bench: Bench, engines: Engines, engine: str, workers: int) -> N
     completions = sorted(r["completed"] for r in done)
     bulk = completions[:max(1, int(0.99 * bench.size))]
     rate = len(bulk) / max((bulk[-1] - first) / 1000, 1e-3)
-    key = "tm" if engine == "tm" else "saq"
     suffix = f"{workers} worker process{'es' if workers > 1 else ''}"
-    _add(bench.figure(f"drain (first 99%), {suffix}", "jobs/s"), key, rate)
-    _add(bench.figure(f"drain, last job done after, {suffix}", "s", False), key,
-         (completions[-1] - first) / 1000 if len(done) == bench.size else float("inf"))
-    _add(bench.figure(f"duplicate executions, {suffix}", "jobs", False), key,
-         float(sum(1 for r in done if r.get("attempts", 1) > 1)))
+    bench.figure(f"drain (first 99%), {suffix}", "jobs/s").add(engine, rate)
+    bench.figure(f"drain, last job done after, {suffix}", "s", False).add(
+        engine, (completions[-1] - first) / 1000 if len(done) == bench.size else float("inf"))
+    bench.figure(f"duplicate executions, {suffix}", "jobs", False).add(
+        engine, float(sum(1 for r in done if r.get("attempts", 1) > 1)))
     if workers == 1:
-        _add(bench.figure("store CPU per processed job", "µs", False), key,
-             (cpu1 - cpu0) / len(done) * 1e6)
-        _add(bench.figure("store commands per processed job (scripts' included)", "cmds",
-                          False), key,
-             (commands1 - commands0) / len(done))
+        bench.figure("store CPU per processed job", "µs", False).add(
+            engine, (cpu1 - cpu0) / len(done) * 1e6)
+        bench.figure("store commands per processed job (scripts' included)", "cmds",
+                     False).add(engine, (commands1 - commands0) / len(done))
 
 
 async def _requests_per_job(bench: Bench, engines: Engines, engine: str) -> None:
@@ -348,8 +342,8 @@ async def _requests_per_job(bench: Bench, engines: Engines, engine: str) -> None
     watcher.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await watcher
-    _add(bench.figure("store requests per processed job (a script call is one)", "req",
-                      False), engine, max(0, seen - polls) / total)
+    bench.figure("store requests per processed job (a script call is one)", "req",
+                      False).add(engine, max(0, seen - polls) / total)
 
 
 async def _latency(bench: Bench, engines: Engines, engine: str, rate: int) -> None:
@@ -386,17 +380,8 @@ async def _latency(bench: Bench, engines: Engines, engine: str, rate: int) -> No
     del worker
     waits = sorted((r["result"]["t"] - submitted[r["key"]]) * 1000 for r in done
                    if r["key"] in submitted)
-    key = "tm" if engine == "tm" else "saq"
-    _add(bench.figure(f"latency p50 at {rate}/s", "ms", False), key, _pct(waits, 0.5))
-    _add(bench.figure(f"latency p99 at {rate}/s", "ms", False), key, _pct(waits, 0.99))
-
-
-def _pct(values: Sequence[float], q: float) -> float:
-    return float(values[min(len(values) - 1, int(q * len(values)))]) if values else float("nan")
-
-
-def _add(figure: Figure, engine: str, value: float) -> None:
-    (figure.taskmaster if engine == "tm" else figure.saq).append(value)
+    bench.figure(f"latency p50 at {rate}/s", "ms", False).add(engine, percentile(waits, 0.5))
+    bench.figure(f"latency p99 at {rate}/s", "ms", False).add(engine, percentile(waits, 0.99))
 
 
 async def run_bench(*, redis_url: str | None, quick: bool) -> dict[str, Any]:
@@ -420,13 +405,13 @@ async def run_bench(*, redis_url: str | None, quick: bool) -> dict[str, Any]:
                 await _flush(redis)
                 started = time.perf_counter()
                 await _gather_bounded(submit, size, 100)
-                _add(bench.figure("enqueue one by one (100 in flight)", "jobs/s"), engine,
-                     size / (time.perf_counter() - started))
+                bench.figure("enqueue one by one (100 in flight)", "jobs/s").add(
+                    engine, size / (time.perf_counter() - started))
                 await _flush(redis)
                 started = time.perf_counter()
                 await bulk(size)
-                _add(bench.figure("bulk, Python API (1,000 per call)", "jobs/s"), engine,
-                     size / (time.perf_counter() - started))
+                bench.figure("bulk, Python API (1,000 per call)", "jobs/s").add(
+                    engine, size / (time.perf_counter() - started))
             for engine in ("tm", "saq"):
                 await _drain(bench, engines, engine, 1)
                 await _drain(bench, engines, engine, 2)
@@ -450,7 +435,7 @@ async def run_bench(*, redis_url: str | None, quick: bool) -> dict[str, Any]:
             worker = (bench.start_taskmaster_worker if engine == "tm"
                       else bench.start_saq_worker)()
             await asyncio.sleep(3.0)
-            _add(bench.figure("idle worker RSS", "MB", False), engine, _rss_mb(worker.pid))
+            bench.figure("idle worker RSS", "MB", False).add(engine, _rss_mb(worker.pid))
             bench.stop_workers()
         for engine in ("tm", "saq"):
             await _flush(redis)
@@ -460,8 +445,8 @@ async def run_bench(*, redis_url: str | None, quick: bool) -> dict[str, Any]:
             await engines.finished(engine, size, 180)
             bench.stop_workers()
             _, _, memory1 = await _store_usage(redis)
-            _add(bench.figure("store bytes per retained completed job", "B", False), engine,
-                 (memory1 - memory0) / size)
+            bench.figure("store bytes per retained completed job", "B", False).add(
+                engine, (memory1 - memory0) / size)
         return {
             "environment": {"cpus": os.cpu_count(), "python": platform.python_version(),
                             "store": f"{'valkey' if 'valkey_version' in info else 'redis'}"

@@ -17,12 +17,14 @@ from websockets.asyncio.client import connect
 
 from taskmaster.engine.jobs import JobClient, JobStatus, SubmitOptions
 from taskmaster.function import Function
+from taskmaster.loadgen import percentile, wait_for_port
 from taskmaster.registry.live import broadcast_reload
 from taskmaster.store.embedded import free_port
 
 if TYPE_CHECKING:
     from taskmaster.bench import Bench
 
+QUEUE = "bench"
 UPDATES = "subscription($id: ID!) { jobUpdates(id: $id) { status completedAt } }"
 
 
@@ -55,8 +57,7 @@ async def subscribers(bench: Bench, jobs: JobClient, function: Function, plugin:
     port = free_port()
     bench.start_api(port)
     bench.start_taskmaster_worker()
-    from taskmaster.bench import QUEUE, _add, _pct, _wait_for_api
-    await _wait_for_api(port)
+    await wait_for_port(port)
     opening_s = 2.0 + count / 150
     spread_s = count / 200
     views = []
@@ -76,10 +77,10 @@ async def subscribers(bench: Bench, jobs: JobClient, function: Function, plugin:
     bench.stop_workers()
     errors = [r for r in results if isinstance(r, BaseException)]
     delays.sort()
-    _add(bench.figure(f"{count} jobUpdates subscribers: delivery p99", "ms", False), "tm",
-         _pct([int(d) for d in delays], 0.99))
-    _add(bench.figure(f"{count} jobUpdates subscribers: updates missed", "jobs", False), "tm",
-         float(count - len(delays)))
+    bench.figure(f"{count} jobUpdates subscribers: delivery p99", "ms", False).add(
+        "tm", percentile([int(d) for d in delays], 0.99))
+    bench.figure(f"{count} jobUpdates subscribers: updates missed", "jobs", False).add(
+        "tm", float(count - len(delays)))
     if errors:
         print(f"bench: {len(errors)} subscriber(s) failed, first: {errors[0]!r}",
               file=sys.stderr)
@@ -127,8 +128,6 @@ def install_bench_plugin(site: Path, version: str) -> None:
 
 async def hot_swap(bench: Bench, jobs: JobClient, rate: int, seconds: float) -> None:
     """The bench plugin swapped from 1.0.0 to 2.0.0 while `rate` jobs/s of it flow."""
-    from taskmaster.bench import QUEUE, _add
-
     install_bench_plugin(bench.plugin_site, "1.0.0")
     bench.start_taskmaster_worker()
     total = int(rate * seconds)
@@ -151,12 +150,12 @@ async def hot_swap(bench: Bench, jobs: JobClient, rate: int, seconds: float) -> 
     old = [r.started_at_ms for r in done if r.version == "1.0.0" and r.started_at_ms]
     new = [r.started_at_ms for r in done if r.version == "2.0.0" and r.started_at_ms]
     pause = (min(new) - max(old)) / 1000 if old and new else float("inf")
-    _add(bench.figure(f"hot swap at {rate} jobs/s: pause of the function", "s", False),
-         "tm", pause)
-    _add(bench.figure(f"hot swap at {rate} jobs/s: lost jobs", "jobs", False), "tm",
-         float(len(submitted) - len(done) - len(failed)))
-    _add(bench.figure(f"hot swap at {rate} jobs/s: failed jobs", "jobs", False), "tm",
-         float(len(failed)))
+    bench.figure(f"hot swap at {rate} jobs/s: pause of the function", "s", False).add(
+        "tm", pause)
+    bench.figure(f"hot swap at {rate} jobs/s: lost jobs", "jobs", False).add(
+        "tm", float(len(submitted) - len(done) - len(failed)))
+    bench.figure(f"hot swap at {rate} jobs/s: failed jobs", "jobs", False).add(
+        "tm", float(len(failed)))
 
 
 async def _wait_finished(jobs: JobClient, ids: list[str], timeout_s: float) -> list[Any]:

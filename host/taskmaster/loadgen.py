@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 
 
 class _KeepAliveClient(asyncio.Protocol):
@@ -79,3 +80,24 @@ async def post_load(host: str, port: int, path: str, body: bytes, *, clients: in
         await loop.create_connection(lambda client=client: client, host, port)  # type: ignore[misc]
     failures = sum(await asyncio.gather(*done))
     return timings, failures, time.perf_counter() - started
+
+
+async def wait_for_port(port: int, timeout_s: float = 30.0) -> None:
+    """Until something accepts connections on 127.0.0.1:`port`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"nothing listens on port {port}") from None
+            await asyncio.sleep(0.1)
+            continue
+        writer.close()
+        await writer.wait_closed()
+        return
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Of sorted values; NaN for none."""
+    return float(values[min(len(values) - 1, int(q * len(values)))]) if values else float("nan")

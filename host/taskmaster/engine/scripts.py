@@ -64,9 +64,10 @@ local function save_counts(prefix, now, counts)
     redis.call('HINCRBY', prefix .. 'totals', field, n)
   end
 end
-local function publish(prefix, fn, id, stamped)
+-- field: 'event' (one JSON event) or 'events' (a JSON array of them)
+local function publish(prefix, fn, id, stamped, field)
   redis.call('XADD', prefix .. 'events', 'MAXLEN', '~', 100000, '*',
-             'job', id, 'fn', fn, 'event', stamped)
+             'job', id, 'fn', fn, field or 'event', stamped)
 end
 -- One event of a cold path: to the job's history, the event stream and the metrics.
 local function note(prefix, fn, id, event, now)
@@ -290,8 +291,7 @@ for i, op in ipairs(ops) do
     if #written == 1 then
       publish(prefix, fn, id, written[1])
     elseif #written > 1 then
-      redis.call('XADD', prefix .. 'events', 'MAXLEN', '~', 100000, '*',
-                 'job', id, 'fn', fn, 'events', '[' .. table.concat(written, ',') .. ']')
+      publish(prefix, fn, id, '[' .. table.concat(written, ',') .. ']', 'events')
     end
     if kind ~= 'W' then
       held[id] = nil  -- the attempt is over: later operations of it are stale
