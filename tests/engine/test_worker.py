@@ -186,7 +186,8 @@ async def test_graceful_stop_lets_the_running_job_finish(
         job = await submit(jobs, function)
         await in_status(jobs, job.id, JobStatus.ACTIVE)
         stopping = asyncio.create_task(worker.stop())
-        await asyncio.sleep(0.05)  # let stop() begin before the job ends
+        # saq 0.26.4: stop() empties `tasks` right before it waits out the grace period.
+        await eventually(lambda: not worker.tasks, message="stop() waiting for the job")
         release.set()
         await stopping
     assert (await jobs.get(job.id)).result == "finished"

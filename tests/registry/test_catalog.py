@@ -149,6 +149,10 @@ async def test_an_editable_install_is_not_hot_reloaded_and_says_what_to_do() -> 
     assert "editable mode" in error and "pip install <path>" in error
     assert catalog.get("demo.echo").version == "1.0.0", "the loaded version keeps serving"
     assert catalog.runnable("demo.echo") is not None
+    # The watcher asks the same question every scan: a rejected version is not news.
+    assert catalog.pending({edited.key: edited}) == ([], [])
+    newer = dataclasses.replace(edited, fingerprint="1.0.2+edited")
+    assert catalog.pending({newer.key: newer}) == ([newer.key], []), "a new change is"
 
 
 async def test_removing_a_package_unloads_exactly_its_modules_after_on_shutdown(

@@ -137,12 +137,7 @@ class Catalog:
                 self._rejected_fingerprints.clear()
             found = {d.key: d for d in (installed if installed is not None else discover())}
             outcome = ReloadOutcome()
-            changed = [key for key, plugin in self._plugins.items()
-                       if key not in found or found[key].fingerprint != plugin.fingerprint]
-            changed = [key for key in changed if key not in found
-                       or self._rejected_fingerprints.get(key) != found[key].fingerprint]
-            added = [key for key in found if key not in self._plugins
-                     and self._rejected_fingerprints.get(key) != found[key].fingerprint]
+            changed, added = self.pending(found)
             if not changed and not added:
                 return outcome
             paused = {f.name for key in changed for f in self._plugins[key].functions}
@@ -162,6 +157,17 @@ class Catalog:
                         outcome.loaded or "-", outcome.unloaded or "-",
                         list(outcome.rejected) or "-")
             return outcome
+
+    def pending(self, found: dict[str, Discovered]) -> tuple[list[str], list[str]]:
+        """(loaded plugins to replace or unload, new plugins to load) to match `found`;
+        a version rejected before does not count until it changes again."""
+        def new(key: str) -> bool:
+            return self._rejected_fingerprints.get(key) != found[key].fingerprint
+
+        changed = [key for key, plugin in self._plugins.items() if key not in found
+                   or (found[key].fingerprint != plugin.fingerprint and new(key))]
+        added = [key for key in found if key not in self._plugins and new(key)]
+        return changed, added
 
     async def _replace(self, key: str, found: Discovered | None, outcome: ReloadOutcome) -> None:
         old = self._plugins.get(key)

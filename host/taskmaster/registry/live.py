@@ -22,7 +22,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
 
-from packaging.utils import canonicalize_name
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -145,9 +144,10 @@ class LiveFunctions:
                 if not free:
                     previous = None  # an install is running: look again once it is done
                     continue
-                installed = {d.key: d.fingerprint for d in discover()}
-            loaded = {canonicalize_name(p.name): p.fingerprint for p in self.catalog.plugins}
-            if installed != loaded and installed == previous:
+                # A scan reads every distribution's metadata: not on the event loop.
+                found = {d.key: d for d in await asyncio.to_thread(discover)}
+            installed = {key: d.fingerprint for key, d in found.items()}
+            if installed == previous and any(self.catalog.pending(found)):
                 logger.info("installed function packages changed; reloading")
                 await self.reload()
             previous = installed
