@@ -142,6 +142,25 @@ def _unreachable(url: str, exc: Exception) -> ServerUnavailableError:
         " running? (--url / TASKMASTER_SERVER_URL)")
 
 
+def _page(page: dict[str, Any]) -> JobPage:
+    return JobPage([Job.parse(e["node"]) for e in page["edges"]],
+                   page["pageInfo"]["hasNextPage"], page["pageInfo"]["endCursor"])
+
+
+def _job_update(message: dict[str, Any]) -> Job | None:
+    """The job in a jobUpdates `next` message; RemoteError for an error; None otherwise."""
+    if message["type"] == "error":
+        raise RemoteError("GRAPHQL_VALIDATION_FAILED", str(message["payload"]))
+    if message["type"] != "next":
+        return None
+    payload = message["payload"]
+    if payload.get("errors"):
+        first = payload["errors"][0]
+        raise RemoteError(first.get("extensions", {}).get("code", "INTERNAL"),
+                          first.get("message", "subscription failed"))
+    return Job.parse(payload["data"]["jobUpdates"])
+
+
 def _ws_url(url: str) -> str:
     return url.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
 
@@ -181,9 +200,7 @@ class Client:
 
     def jobs(self, *, first: int = 50, after: str | None = None, **filters: Any) -> JobPage:
         data = self.execute(JOBS, {"filter": filters or None, "first": first, "after": after})
-        page = data["jobs"]
-        return JobPage([Job.parse(e["node"]) for e in page["edges"]],
-                       page["pageInfo"]["hasNextPage"], page["pageInfo"]["endCursor"])
+        return _page(data["jobs"])
 
     def cancel(self, job_id: str) -> Job:
         return Job.parse(self.execute(
@@ -211,19 +228,13 @@ class Client:
                         message = json.loads(socket.recv(timeout=left))
                     except TimeoutError:
                         return job or self.get(job_id)
-                    if message["type"] == "next":
-                        payload = message["payload"]
-                        if payload.get("errors"):
-                            first = payload["errors"][0]
-                            raise RemoteError(first.get("extensions", {}).get("code", "INTERNAL"),
-                                              first.get("message", "subscription failed"))
-                        job = Job.parse(payload["data"]["jobUpdates"])
+                    if message["type"] == "complete":
+                        return job or self.get(job_id)
+                    update = _job_update(message)
+                    if update is not None:
+                        job = update
                         if on_update is not None:
                             on_update(job)
-                    elif message["type"] == "error":
-                        raise RemoteError("GRAPHQL_VALIDATION_FAILED", str(message["payload"]))
-                    elif message["type"] == "complete":
-                        return job or self.get(job_id)
         except (OSError, WebSocketException) as exc:
             raise _unreachable(self.url, exc) from None
 
@@ -324,9 +335,7 @@ class AsyncClient:
                    **filters: Any) -> JobPage:
         data = await self.execute(JOBS, {"filter": filters or None, "first": first,
                                          "after": after})
-        page = data["jobs"]
-        return JobPage([Job.parse(e["node"]) for e in page["edges"]],
-                       page["pageInfo"]["hasNextPage"], page["pageInfo"]["endCursor"])
+        return _page(data["jobs"])
 
     async def wait(self, job_id: str,
                    timeout: float | None = None) -> Job:  # noqa: ASYNC109 - as Client.wait
@@ -347,10 +356,9 @@ class AsyncClient:
                     "query": UPDATES, "variables": {"id": job_id}}}))
                 async for raw in socket:
                     message = json.loads(raw)
-                    if message["type"] == "next":
-                        job = Job.parse(message["payload"]["data"]["jobUpdates"])
-                    elif message["type"] in ("complete", "error"):
+                    if message["type"] == "complete":
                         break
+                    job = _job_update(message) or job
         except TimeoutError:
             pass
         except (OSError, WebSocketException) as exc:

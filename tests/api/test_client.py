@@ -47,6 +47,16 @@ async def test_async_client_submits_and_waits(server: Server, server_redis: Redi
         assert (await tm.jobs(first=5, status="COMPLETE")).jobs[0].id == job.id
 
 
+async def test_both_clients_report_a_subscription_error_the_same_way(
+        server: Server, server_redis: Redis) -> None:
+    with Client(server.graphql_url) as tm, pytest.raises(RemoteError) as sync_error:
+        tm.wait("default:no-such-job", timeout=10)
+    async with AsyncClient(server.graphql_url) as atm:
+        with pytest.raises(RemoteError) as async_error:
+            await atm.wait("default:no-such-job", timeout=10)
+    assert sync_error.value.code == async_error.value.code == "NOT_FOUND"
+
+
 def test_unreachable_server_is_a_clear_error() -> None:
     with Client(f"http://127.0.0.1:{free_port()}/graphql") as tm, \
             pytest.raises(ServerUnavailableError, match="cannot reach"):

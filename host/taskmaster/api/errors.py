@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import strawberry
 from graphql.error import GraphQLError
@@ -46,14 +47,26 @@ def translate(error: GraphQLError) -> GraphQLError:
 
 
 class ErrorCodes(SchemaExtension):
-    """Rewrites every error of a result into the TaskMaster error contract."""
+    """Rewrites every error of a result into the TaskMaster error contract, for HTTP
+    results and for each result a subscription streams."""
 
     def on_operation(self) -> Iterator[None]:
         yield
-        result = self.execution_context.result
-        errors = getattr(result, "errors", None)
-        if result is not None and errors:
-            result.errors = [translate(e) for e in errors]
+        _translate_errors(self.execution_context.result)
+
+    def on_stream_result(self, result: Any) -> Iterator[None]:
+        _translate_errors(result)  # before the transport sends it
+        yield
+
+
+def _translate_errors(result: Any) -> None:
+    errors = getattr(result, "errors", None)
+    if result is not None and errors:
+        result.errors = [e if _translated(e) else translate(e) for e in errors]
+
+
+def _translated(error: GraphQLError) -> bool:
+    return error.original_error is None and "code" in (error.extensions or {})
 
 
 class TaskmasterSchema(strawberry.Schema):
