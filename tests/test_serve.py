@@ -135,6 +135,15 @@ def test_a_port_in_use_is_refused_before_anything_starts(tmp_path: Path) -> None
     assert not (tmp_path / "valkey.conf").exists(), "no store was started"
 
 
+def test_bad_worker_weights_are_refused_before_anything_starts(tmp_path: Path) -> None:
+    done = subprocess.run([*processes_argv(), "serve", "--data-dir", str(tmp_path)],
+                          env=base_env(TASKMASTER_WORKER_WEIGHTS="8:4:2"),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "weights '8:4:2': four whole numbers" in done.stderr
+    assert not (tmp_path / "valkey.conf").exists(), "no store was started"
+
+
 def processes_argv() -> list[str]:
     return [sys.executable, "-m", "taskmaster"]
 

@@ -27,6 +27,7 @@ from taskmaster.errors import StoreUnavailableError
 from taskmaster.registry.live import broadcast_on_sighup
 from taskmaster.settings import Settings
 from taskmaster.store.embedded import EmbeddedValkey, die_with_parent
+from taskmaster.worker_process import check_worker_settings
 
 logger = logging.getLogger(__name__)
 
@@ -127,6 +128,7 @@ def child_env(settings: Settings, redis_url: str, config_file: Path | None) -> d
 def serve(settings: Settings, *, config_file: Path | None = None) -> None:
     """Run everything until Ctrl-C/SIGTERM; raises if any part cannot start."""
     check_listen_address(settings)
+    check_worker_settings(settings.worker)  # else every worker would crash-loop on them
     stop_requested: list[int] = []
 
     def remember(signum: int, frame: FrameType | None) -> None:

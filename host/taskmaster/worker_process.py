@@ -16,7 +16,7 @@ from taskmaster.errors import ConfigError
 from taskmaster.function import check_queue_name
 from taskmaster.registry import load_catalog
 from taskmaster.registry.live import LiveFunctions, broadcast_reload
-from taskmaster.settings import Settings
+from taskmaster.settings import Settings, WorkerSettings
 from taskmaster.store.connection import check_store, create_redis
 
 logger = logging.getLogger(__name__)
@@ -53,6 +53,12 @@ def parse_weights(specs: tuple[str, ...]) -> dict[str | None, tuple[int, ...]]:
                               " like 8:4:2:1 (CRITICAL:HIGH:NORMAL:LOW)")
         weights[check_queue_name(name) if sep else None] = parsed
     return weights
+
+
+def check_worker_settings(worker: WorkerSettings) -> None:
+    """Refuse bad queue or weight specs before anything starts (ConfigError)."""
+    parse_queue_specs(worker.queues, worker.concurrency)
+    parse_weights(worker.weights)
 
 
 async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:
