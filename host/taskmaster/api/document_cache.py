@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterator
+from weakref import WeakKeyDictionary
 
 from strawberry.extensions import SchemaExtension
 
@@ -18,7 +19,15 @@ from graphql import DocumentNode
 
 MAX_DOCUMENTS = 256
 
-_documents: OrderedDict[str, DocumentNode] = OrderedDict()
+_caches: WeakKeyDictionary[object, OrderedDict[str, DocumentNode]] = WeakKeyDictionary()
+"""Per schema: a document valid for one schema says nothing about another."""
+
+
+def _documents(schema: object) -> OrderedDict[str, DocumentNode]:
+    cache = _caches.get(schema)
+    if cache is None:
+        cache = _caches[schema] = OrderedDict()
+    return cache
 
 
 class DocumentCache(SchemaExtension):
@@ -26,9 +35,10 @@ class DocumentCache(SchemaExtension):
 
     def on_parse(self) -> Iterator[None]:
         context = self.execution_context
-        document = _documents.get(context.query) if context.query else None
+        documents = _documents(context.schema)
+        document = documents.get(context.query) if context.query else None
         if document is not None:
-            _documents.move_to_end(context.query)  # type: ignore[arg-type]
+            documents.move_to_end(context.query)  # type: ignore[arg-type]
             context.graphql_document = document  # Strawberry then skips parsing
             self._hit = True
         yield
@@ -40,6 +50,7 @@ class DocumentCache(SchemaExtension):
         yield
         if not self._hit and context.query and context.graphql_document is not None \
                 and context.pre_execution_errors == []:
-            _documents[context.query] = context.graphql_document
-            while len(_documents) > MAX_DOCUMENTS:
-                _documents.popitem(last=False)
+            documents = _documents(context.schema)
+            documents[context.query] = context.graphql_document
+            while len(documents) > MAX_DOCUMENTS:
+                documents.popitem(last=False)
