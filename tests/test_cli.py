@@ -77,6 +77,14 @@ def test_unreachable_server_exits_3() -> None:
     assert "cannot reach the TaskMaster server" in done.stderr
 
 
+def test_json_belongs_to_the_action_not_its_group() -> None:
+    misplaced = taskmaster("functions", "--json", "list", "--local")
+    assert misplaced.returncode == 2 and "unrecognized arguments: --json" in misplaced.stderr
+    placed = taskmaster("functions", "list", "--local", "--json")
+    assert placed.returncode == 0
+    assert "demo.echo" in {f["name"] for f in json.loads(placed.stdout)}
+
+
 def test_bad_setting_names_the_variable() -> None:
     worker = subprocess.run([sys.executable, "-m", "taskmaster", "worker"],
                             env=base_env(TASKMASTER_WORKER_CONCURRENCY="many"),

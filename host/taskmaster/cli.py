@@ -125,9 +125,11 @@ def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", help="machine-readable output")
 
-    def command(name: str, run: Callable[[argparse.Namespace], int], help: str
-                ) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help, description=help, parents=[common])
+    def command(name: str, run: Callable[[argparse.Namespace], int], help: str, *,
+                group: bool = False) -> argparse.ArgumentParser:
+        # A group's own --json would be silently overwritten by its action's default.
+        sub = commands.add_parser(name, help=help, description=help,
+                                  parents=[] if group else [common])
         sub.set_defaults(command=run)
         return sub
 
@@ -149,7 +151,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="serve this queue (repeatable; default: all of the functions')")
 
     functions = command("functions", lambda a: 0, "inspect, install, upgrade and remove"
-                        " function packages on a running host")
+                        " function packages on a running host", group=True)
     function_commands = functions.add_subparsers(required=True, metavar="ACTION")
     listing = function_commands.add_parser(
         "list", help="functions with their state and the version each worker runs",
@@ -229,7 +231,8 @@ def _parser() -> argparse.ArgumentParser:
     top.add_argument("--once", action="store_true", help="draw once and exit")
     _add_url(top)
 
-    dlq = command("dlq", lambda a: 0, "the dead-letter queue: jobs whose last attempt failed")
+    dlq = command("dlq", lambda a: 0, "the dead-letter queue: jobs whose last attempt failed",
+                  group=True)
     dlq_commands = dlq.add_subparsers(required=True, metavar="ACTION")
     listing = dlq_commands.add_parser("list", help="list dead letters, newest first",
                                       parents=[common])
