@@ -2,9 +2,11 @@
 
 Job slots wait on the dispatcher, not on Redis: an idle slot holds no connection. The
 loop claims, in one script call per queue, as many jobs as that queue has idle slots
-(leasing them at once, so nothing fetched can look abandoned) and hands them over. When
-the queues with idle slots are empty it blocks in BLPOP on their wake lists (pushed by
-every enqueue and retry), bounded by the time until the next scheduled job is due.
+(leasing them at once, so nothing fetched can look abandoned) and hands them over. A
+queue found empty gets a block: a BLPOP on its wake list (pushed by every enqueue and
+retry), bounded by the time until its next scheduled job is due, with the next claim
+pipelined behind it, so a job submitted to an idle worker costs it one round trip. While
+a queue's block is out, nothing else claims for it: its claim cannot overfill the slots.
 
 A job recovered from a dead worker (a suspect) runs alone: the dispatcher lets its
 running jobs finish, claims the suspect with nothing else, and claims more only after it
@@ -14,7 +16,6 @@ ends. If it kills the process again, no bystander is blamed for it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import deque
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from taskmaster.engine.queue import Claimed, TaskmasterQueue
+from taskmaster.engine.queue import Claim, Claimed, TaskmasterQueue
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ ERROR_BACKOFF_S = (0.1, 2.0)
 class _Lane:
     queue: TaskmasterQueue
     waiting: deque[asyncio.Future[Claimed | None]] = field(default_factory=deque)
+    block: asyncio.Task[Claim] | None = None
 
     def idle_slots(self) -> int:
         while self.waiting and self.waiting[0].done():
@@ -58,7 +60,6 @@ class Dispatcher:
         self._lanes: dict[str, _Lane] = {}
         self._slot_waiting = asyncio.Event()
         self._closed = False
-        self._blocking: asyncio.Task[object] | None = None
         self.running = 0
         self._isolating = False
         self._suspects_waiting = False
@@ -104,39 +105,60 @@ class Dispatcher:
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, ERROR_BACKOFF_S[1])
         finally:
-            if self._blocking is not None:
-                self._blocking.cancel()
-                with contextlib.suppress(asyncio.CancelledError, RedisError):
-                    await self._blocking
+            # A block is cancelled while the server holds it (closing the connection drops
+            # its claim too); only a claim already run but not yet read would be lost,
+            # and its leases lapse to another worker.
+            blocks = [lane.block for lane in self._lanes.values() if lane.block is not None]
+            for block in blocks:
+                block.cancel()
+            await asyncio.gather(*blocks, return_exceptions=True)
 
     async def _round(self) -> None:
-        hungry = [lane for lane in self._lanes.values() if lane.idle_slots()]
+        self._collect_blocks()
+        hungry = [lane for lane in self._lanes.values()
+                  if lane.block is None and lane.idle_slots()]
         waiting_for_quiet = self._isolating or (self._suspects_waiting and self.running > 0)
+        self._slot_waiting.clear()
         if not hungry or waiting_for_quiet:
-            self._slot_waiting.clear()
             await self._slot_waiting.wait()
             return
-        self._slot_waiting.clear()
-        drained: list[_Lane] = []
-        next_due_ms: list[int] = []
         self._suspects_waiting = False
+        blocks = 0
         for lane in hungry:
             wanted = lane.idle_slots()
             claim = await lane.queue.claim(wanted, self.lease_ms, self.worker_id,
                                            idle=self.running == 0)
-            self._suspects_waiting |= claim.suspects > 0
-            for job in claim.jobs:
-                self._hand_over(lane, job)
+            self._take(lane, claim)
             if self._isolating:
                 return
             if len(claim.jobs) < wanted:
-                drained.append(lane)
-                if claim.wait_ms >= 0:
-                    next_due_ms.append(claim.wait_ms)
-        if len(drained) < len(hungry):
-            return  # some queue has a backlog: claim again for slots as they free up
-        timeout_s = min([IDLE_BLOCK_S, *(ms / 1000 for ms in next_due_ms)])
-        await self._block([lane.queue.keys.wake for lane in drained], timeout_s)
+                wait_s = IDLE_BLOCK_S if claim.wait_ms < 0 else min(IDLE_BLOCK_S,
+                                                                    claim.wait_ms / 1000)
+                if wait_s > 0.001:
+                    self._start_block(lane, wait_s)
+                    blocks += 1
+        if blocks == len(hungry):
+            await self._slot_waiting.wait()  # a block ended, or a slot became idle
+
+    def _start_block(self, lane: _Lane, timeout_s: float) -> None:
+        # Only with one queue is "running nothing" sure to hold until the claim runs: other
+        # queues' jobs may start meanwhile, and a suspect must run alone.
+        idle = self.running == 0 and len(self._lanes) == 1
+        lane.block = asyncio.create_task(lane.queue.claim_when_woken(
+            timeout_s, lane.idle_slots(), self.lease_ms, self.worker_id, idle=idle))
+        lane.block.add_done_callback(lambda _: self._slot_waiting.set())
+
+    def _collect_blocks(self) -> None:
+        for lane in self._lanes.values():
+            block = lane.block
+            if block is not None and block.done():
+                lane.block = None
+                self._take(lane, block.result())  # a Redis error goes to run()'s backoff
+
+    def _take(self, lane: _Lane, claim: Claim) -> None:
+        self._suspects_waiting |= claim.suspects > 0
+        for job in claim.jobs:
+            self._hand_over(lane, job)
 
     def _hand_over(self, lane: _Lane, job: Claimed) -> None:
         if not lane.hand_over(job):  # the slot went away (shutdown): let the lease lapse
@@ -145,19 +167,3 @@ class Dispatcher:
         self.running += 1
         if job.suspect:
             self._isolating = True
-
-    async def _block(self, wake_keys: list[str], timeout_s: float) -> None:
-        """Until a wake token, the timeout, or a newly idle slot — whichever comes first."""
-        if timeout_s <= 0.001:
-            return
-        if self._blocking is None or self._blocking.done():
-            self._blocking = asyncio.create_task(
-                self.redis.blpop(wake_keys, timeout=timeout_s))  # type: ignore[arg-type]
-        slot = asyncio.create_task(self._slot_waiting.wait())
-        try:
-            await asyncio.wait([self._blocking, slot], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            slot.cancel()
-        if self._blocking.done():
-            blocking, self._blocking = self._blocking, None
-            blocking.result()  # surface a Redis error to run()'s backoff

@@ -177,11 +177,32 @@ class TaskmasterQueue(RedisQueue):
 
         A worker running nothing (`idle`) is given one recovered suspect instead, if any.
         """
+        keys, args = self._claim_call(count, lease_ms, worker_id, idle)
+        return self._claimed(await self.scripts.claim(keys=keys, args=args))
+
+    async def claim_when_woken(self, timeout_s: float, count: int, lease_ms: int,
+                               worker_id: str, *, idle: bool = False) -> Claim:
+        """`claim()` once a wake token arrives or `timeout_s` passes, in one round trip.
+
+        The claim is pipelined behind a BLPOP on the wake list, so the server runs it the
+        moment the block ends. Closing the connection while blocked discards both.
+        """
+        keys, args = self._claim_call(count, lease_ms, worker_id, idle)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.blpop([self.keys.wake], timeout=timeout_s)
+            await self.scripts.claim(keys=keys, args=args, client=pipe)
+            _, reply = await pipe.execute()
+        return self._claimed(reply)
+
+    def _claim_call(self, count: int, lease_ms: int, worker_id: str,
+                    idle: bool) -> tuple[list[str], list[Any]]:
         keys = self.keys
-        rows, wait_ms, suspects, server_ms = await self.scripts.claim(
-            keys=[*keys.all_queued, keys.scheduled, keys.active, keys.lease, keys.priority,
-                  keys.swrr, keys.stalls, keys.suspects, keys.attempts],
-            args=[count, lease_ms, worker_id, *self.weights, self.prefix, int(idle)])
+        return ([*keys.all_queued, keys.scheduled, keys.active, keys.lease, keys.priority,
+                 keys.swrr, keys.stalls, keys.suspects, keys.attempts],
+                [count, lease_ms, worker_id, *self.weights, self.prefix, int(idle)])
+
+    def _claimed(self, reply: list[Any]) -> Claim:
+        rows, wait_ms, suspects, server_ms = reply
         clock = ServerClock(int(server_ms), time.monotonic())
         claimed = []
         for key, token, level, record, stalls, attempt in rows:
