@@ -1,4 +1,5 @@
-"""create_app(settings): the Litestar application serving GraphQL and GraphiQL."""
+"""create_app(settings): the Litestar application serving GraphQL and GraphiQL, behind the
+fast path for plain JSON POSTs."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from redis.exceptions import RedisError
 from strawberry.litestar import make_graphql_controller
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
+from taskmaster.api.fast_path import ASGIApp, JsonPostFastPath
 from taskmaster.api.graphiql import STATIC_DIR, STATIC_PATH, offline_graphiql_html
 from taskmaster.api.prometheus import exposition
 from taskmaster.api.schema import create_schema
@@ -56,7 +58,7 @@ def _empty_response() -> Response[Any]:
     return Response({}, background=BackgroundTasks([]))
 
 
-def create_app(settings: Settings) -> Litestar:
+def create_app(settings: Settings) -> ASGIApp:
     """Build the API; it connects to the store and loads the catalog on startup."""
     if not settings.redis_url:
         raise ConfigError("the API needs the store's URL: pass --redis-url or set"
@@ -89,8 +91,9 @@ def create_app(settings: Settings) -> Litestar:
     async def graphql_context(state: State) -> dict[str, Any]:
         return {"services": state.services}
 
+    schema = create_schema()
     base = make_graphql_controller(
-        create_schema(),
+        schema,
         path="/graphql",
         context_getter=graphql_context,
         graphql_ide="graphiql" if settings.api.graphiql else None,
@@ -134,6 +137,13 @@ def create_app(settings: Settings) -> Litestar:
     handlers: list[Any] = [GraphQLController, healthz, readyz, prometheus_metrics]
     if settings.api.graphiql:
         handlers.append(create_static_files_router(path=STATIC_PATH, directories=[STATIC_DIR]))
-    return Litestar(route_handlers=handlers, lifespan=[lifespan],
-                    request_max_body_size=settings.api.max_body_bytes,
-                    logging_config=None)
+    app = Litestar(route_handlers=handlers, lifespan=[lifespan],
+                   request_max_body_size=settings.api.max_body_bytes,
+                   logging_config=None)
+
+    def fast_context() -> dict[str, Any] | None:
+        services = getattr(app.state, "services", None)
+        return None if services is None else {"services": services}
+
+    return JsonPostFastPath(app, schema, path="/graphql",  # type: ignore[arg-type]
+                            max_body_bytes=settings.api.max_body_bytes, context=fast_context)
