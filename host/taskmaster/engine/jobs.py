@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from saq.job import Job, Status
@@ -69,8 +70,7 @@ class SubmitOptions:
     idempotency_key: str | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
-class JobView:
+class JobView(msgspec.Struct, frozen=True, kw_only=True):
     """A job as clients see it: its record, where it is, and its history."""
 
     id: str

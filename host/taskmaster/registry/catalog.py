@@ -94,7 +94,8 @@ class Catalog:
         return [self._entries[name] for name in sorted(self._entries)]
 
     def resources_of(self, plugin_name: str) -> dict[str, object]:
-        plugin = self._plugins.get(canonicalize_name(plugin_name))
+        plugin = self._plugins.get(plugin_name) or self._plugins.get(
+            canonicalize_name(plugin_name))
         return plugin.resources if plugin else {}
 
     def queues(self) -> set[str]:

@@ -85,8 +85,13 @@ class Job:
         description="When a SCHEDULED job (delayed, or waiting to retry) becomes due.")
     started_at: datetime | None
     completed_at: datetime | None
-    history: list[JobEvent] = strawberry.field(
+    events: strawberry.Private[list[EngineEvent]]
+
+    @strawberry.field(
         description="Every transition, oldest first; each attempt records its version.")
+    def history(self) -> list[JobEvent]:
+        # Converted only when asked for: most selections (a submission's `id`) skip it.
+        return [JobEvent.of(e) for e in self.events]
 
     @classmethod
     def of(cls, job: engine_jobs.JobView) -> Job:
@@ -98,7 +103,7 @@ class Job:
             idempotency_key=job.idempotency_key, enqueued_at=_time(job.enqueued_at_ms),
             scheduled_for=_time(job.scheduled_for_ms), started_at=_time(job.started_at_ms),
             completed_at=_time(job.completed_at_ms),
-            history=[JobEvent.of(e) for e in job.history],
+            events=job.history,
         )
 
 
