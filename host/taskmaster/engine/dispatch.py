@@ -37,6 +37,7 @@ class _Lane:
     queue: TaskmasterQueue
     waiting: deque[asyncio.Future[Claimed | None]] = field(default_factory=deque)
     block: asyncio.Task[Claim] | None = None
+    block_wanted: int = 0
 
     def idle_slots(self) -> int:
         while self.waiting and self.waiting[0].done():
@@ -131,29 +132,38 @@ class Dispatcher:
             self._take(lane, claim)
             if self._isolating:
                 return
-            if len(claim.jobs) < wanted:
-                wait_s = IDLE_BLOCK_S if claim.wait_ms < 0 else min(IDLE_BLOCK_S,
-                                                                    claim.wait_ms / 1000)
-                if wait_s > 0.001:
-                    self._start_block(lane, wait_s)
-                    blocks += 1
+            blocks += self._block_if_drained(lane, claim, wanted)
         if blocks == len(hungry):
             await self._slot_waiting.wait()  # a block ended, or a slot became idle
 
-    def _start_block(self, lane: _Lane, timeout_s: float) -> None:
+    def _block_if_drained(self, lane: _Lane, claim: Claim, wanted: int) -> bool:
+        """Give a queue that had fewer jobs than were wanted a block; False if it had
+        enough, or if its next scheduled job is due too soon to be worth one."""
+        if len(claim.jobs) >= wanted:
+            return False
+        wait_s = IDLE_BLOCK_S if claim.wait_ms < 0 else min(IDLE_BLOCK_S, claim.wait_ms / 1000)
+        if wait_s <= 0.001:
+            return False
         # Only with one queue is "running nothing" sure to hold until the claim runs: other
         # queues' jobs may start meanwhile, and a suspect must run alone.
         idle = self.running == 0 and len(self._lanes) == 1
+        lane.block_wanted = lane.idle_slots()
         lane.block = asyncio.create_task(lane.queue.claim_when_woken(
-            timeout_s, lane.idle_slots(), self.lease_ms, self.worker_id, idle=idle))
+            wait_s, lane.block_wanted, self.lease_ms, self.worker_id, idle=idle))
         lane.block.add_done_callback(lambda _: self._slot_waiting.set())
+        return True
 
     def _collect_blocks(self) -> None:
         for lane in self._lanes.values():
             block = lane.block
             if block is not None and block.done():
                 lane.block = None
-                self._take(lane, block.result())  # a Redis error goes to run()'s backoff
+                claim = block.result()  # a Redis error goes to run()'s backoff
+                self._take(lane, claim)
+                # Still drained: block again at once. A claim first would find nothing (the
+                # block's claim just looked) and hold up the jobs just handed over.
+                if not (self._isolating or (self._suspects_waiting and self.running > 0)):
+                    self._block_if_drained(lane, claim, lane.block_wanted)
 
     def _take(self, lane: _Lane, claim: Claim) -> None:
         self._suspects_waiting |= claim.suspects > 0
