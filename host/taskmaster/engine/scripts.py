@@ -25,8 +25,7 @@ end
 local LEVELS = {'CRITICAL', 'HIGH', 'NORMAL', 'LOW'}
 local LEVEL_INDEX = {CRITICAL = 1, HIGH = 2, NORMAL = 3, LOW = 4}
 local function wake(key)
-  redis.call('LPUSH', key, 1)
-  redis.call('LTRIM', key, 0, 15)
+  if redis.call('LPUSH', key, 1) > 16 then redis.call('LTRIM', key, 0, 15) end
 end
 -- Variadic commands in slices, under Lua's limit on unpacked arguments.
 local function bulk(command, key, args)
@@ -147,7 +146,11 @@ return out
 CLAIM = """
 local now = now_ms()
 local prefix = ARGV[8]
-local due = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now, 'LIMIT', 0, 1000)
+local first = redis.call('ZRANGE', KEYS[5], 0, 0, 'WITHSCORES')
+local due = {}
+if first[2] and tonumber(first[2]) <= now then
+  due = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now, 'LIMIT', 0, 1000)
+end
 if #due > 0 then
   bulk('ZREM', KEYS[5], due)
   local levels = redis.call('HMGET', KEYS[8], unpack(due))
@@ -157,7 +160,7 @@ if #due > 0 then
     if #back[level] > 0 then bulk('RPUSH', KEYS[level], back[level]) end
   end
 end
-local first = redis.call('ZRANGE', KEYS[5], 0, 0, 'WITHSCORES')
+if #due > 0 then first = redis.call('ZRANGE', KEYS[5], 0, 0, 'WITHSCORES') end
 local wait = -1
 if first[2] then wait = math.max(0, tonumber(first[2]) - now) end
 local suspects = redis.call('LLEN', KEYS[11])
