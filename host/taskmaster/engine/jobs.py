@@ -363,12 +363,19 @@ def _new_key() -> str:
 
 def _submitted(job: Job, queue: str, level: Priority, delay_ms: int, run_at_ms: int
                ) -> JobView:
-    """The view of a job just stored, from what was stored."""
-    return view(job, queue, [JobEvent(type="submitted", at_ms=job.queued,
-                                      message=f"priority {level.value}")],
-                level=level.value,
-                scheduled_ms=float(run_at_ms or job.queued + delay_ms)
-                if (run_at_ms or delay_ms) else None)
+    """The view of a job just stored, from what was stored (what `view` would make of it,
+    built directly: submissions are the hot path)."""
+    scheduled_ms = run_at_ms or (job.queued + delay_ms if delay_ms else 0)
+    return JobView(
+        id=f"{queue}:{job.key}", function=job.function, queue=queue, priority=level,
+        status=JobStatus.SCHEDULED if scheduled_ms else JobStatus.QUEUED,
+        payload=(job.kwargs or {}).get("payload"), result=None, error=None,
+        attempts=job.attempts, max_attempts=job.retries, progress=job.progress,
+        plugin=None, version=None, idempotency_key=job.meta.get("idempotency_key"),
+        enqueued_at_ms=job.queued or None, scheduled_for_ms=scheduled_ms or None,
+        started_at_ms=None, completed_at_ms=None,
+        history=[JobEvent(type="submitted", at_ms=job.queued,
+                          message=f"priority {level.value}")])
 
 
 def view(job: Job, queue: str, history: list[JobEvent], *, level: str | None = None,

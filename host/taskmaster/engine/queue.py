@@ -250,12 +250,10 @@ class TaskmasterQueue(RedisQueue):
 
     def serialize(self, job: Job) -> bytes:
         """SAQ's Job.to_dict() as JSON, without its per-call field introspection."""
-        record = {}
-        for name, value in job.__dict__.items():
-            default = _JOB_DEFAULTS.get(name, _NO_DEFAULT)
-            if value is default or value == default:
-                continue
-            record[name] = value
+        defaults = _JOB_DEFAULTS
+        record = {name: value for name, value in job.__dict__.items()
+                  if (default := defaults.get(name, _NO_DEFAULT)) is not value
+                  and default != value}
         if job.queue is not None:
             record["queue"] = job.queue.name
         return _dump(record)
