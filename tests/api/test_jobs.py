@@ -169,3 +169,14 @@ def test_a_document_served_from_the_cache_still_checks_its_variables(server: Ser
     errors = server.graphql(too_deep)["errors"]
     assert any("exceeds maximum operation depth" in e["message"] for e in errors)
     assert {e["extensions"]["code"] for e in errors} == {"GRAPHQL_VALIDATION_FAILED"}
+
+
+def test_documents_over_the_alias_or_token_limit_are_refused(server: Server) -> None:
+    aliases = "{ " + " ".join(f"a{i}: __typename" for i in range(31)) + " }"
+    error = only_error(server.graphql(aliases))
+    assert "aliases" in error["message"]
+    assert error["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
+    tokens = "{ " + "__typename " * 5001 + "}"
+    error = only_error(server.graphql(tokens))
+    assert "more than 5000 tokens" in error["message"]
+    assert error["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"

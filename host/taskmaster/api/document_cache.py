@@ -1,21 +1,23 @@
-"""DocumentCache: a query text that parsed and validated once is not parsed or validated
-again. Validation is most of a small request's cost (graphql-core visits the document
-once per rule); clients send the same few operations over and over.
+"""DocumentCache: the limits a document must pass (tokens, depth, aliases), and a cache of
+the query texts that passed them, so a text that parsed and validated once is not parsed
+or validated again. Validation is most of a small request's cost (graphql-core visits the
+document once per rule); clients send the same few operations over and over.
 
 Only documents without errors are kept, so every error is still produced by the normal
-path (with its code, see errors.py). The limits (depth, aliases, tokens) are validation
-and parse rules: a cached document has passed them.
+path (with its code, see errors.py). The limits and the cache are one extension because a
+cached document is one that passed the limits, and because Strawberry looks up each
+extension's hooks on every request (four extensions cost more than the cache saves).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from weakref import WeakKeyDictionary
 
 from strawberry.extensions import SchemaExtension
 
-from graphql import DocumentNode
+from graphql import ASTValidationRule, DocumentNode
 
 MAX_DOCUMENTS = 256
 
@@ -32,6 +34,18 @@ def _documents(schema: object) -> OrderedDict[str, DocumentNode]:
 
 class DocumentCache(SchemaExtension):
     _hit = False
+
+    def __init__(self, *, rules: Sequence[type[ASTValidationRule]],
+                 max_tokens: int) -> None:
+        super().__init__()
+        self.rules = tuple(rules)
+        self.max_tokens = max_tokens
+
+    def on_operation(self) -> Iterator[None]:
+        context = self.execution_context
+        context.validation_rules = (*context.validation_rules, *self.rules)
+        context.parse_options["max_tokens"] = self.max_tokens
+        yield
 
     def on_parse(self) -> Iterator[None]:
         context = self.execution_context

@@ -3,12 +3,7 @@
 from __future__ import annotations
 
 import strawberry
-from strawberry.extensions import (
-    AddValidationRules,
-    MaxAliasesLimiter,
-    MaxTokensLimiter,
-    QueryDepthLimiter,
-)
+from strawberry.extensions import MaxAliasesLimiter, QueryDepthLimiter
 
 from taskmaster.api.document_cache import DocumentCache
 from taskmaster.api.errors import ErrorCodes, TaskmasterSchema
@@ -23,7 +18,7 @@ MAX_TOKENS = 5000
 
 def create_schema() -> strawberry.Schema:
     # The limiters' rule classes are built once (each limiter builds a class when it is
-    # made); every request gets a fresh, cheap extension carrying them.
+    # made); every request gets a fresh, cheap extension applying them.
     limits = [*QueryDepthLimiter(max_depth=MAX_DEPTH).validation_rules,
               *MaxAliasesLimiter(max_alias_count=MAX_ALIASES).validation_rules]
     return TaskmasterSchema(
@@ -32,10 +27,8 @@ def create_schema() -> strawberry.Schema:
         subscription=Subscription,
         # Factories, not instances: each request gets fresh extension state.
         extensions=[
-            DocumentCache,
+            lambda: DocumentCache(rules=limits, max_tokens=MAX_TOKENS),
             ErrorCodes,
-            lambda: AddValidationRules(limits),
-            lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
         ],
     )
 
