@@ -103,6 +103,8 @@ class Bench:
     """Where the bench's own function plugin is installed for its workers."""
     figures: dict[str, Figure] = field(default_factory=dict)
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    logs: dict[int, Path] = field(default_factory=dict)
+    """Each process's output, by pid."""
 
     def figure(self, name: str, unit: str, higher_is_better: bool = True) -> Figure:
         return self.figures.setdefault(name, Figure(name, unit, higher_is_better))
@@ -114,25 +116,33 @@ class Bench:
                                            os.environ.get("PYTHONPATH")) if p)
         env = {**os.environ, "TASKMASTER_REDIS_URL": self.url, "TASKMASTER_RELOAD_WATCH": "false",
                "PYTHONPATH": path, **(extra_env or {})}
-        process = subprocess.Popen([sys.executable, "-m", "taskmaster", "-q", "worker", "--queue",
-                                    f"{QUEUE}=100"], env=env, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.DEVNULL)
-        self.processes.append(process)
-        return process
+        return self._spawn([sys.executable, "-m", "taskmaster", "-q", "worker", "--queue",
+                            f"{QUEUE}=100"], env)
 
     def start_api(self, port: int) -> subprocess.Popen[bytes]:
         env = {**os.environ, "TASKMASTER_REDIS_URL": self.url, "TASKMASTER_RELOAD_WATCH": "false"}
-        process = subprocess.Popen([sys.executable, "-m", "taskmaster", "-q", "api", "--port",
-                                    str(port)], env=env, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.DEVNULL)
+        return self._spawn([sys.executable, "-m", "taskmaster", "-q", "api", "--port",
+                            str(port)], env)
+
+    def start_saq_worker(self) -> subprocess.Popen[bytes]:
+        return self._spawn([sys.executable, "-c", SAQ_WORKER, self.url, SAQ_QUEUE])
+
+    def _spawn(self, argv: list[str], env: dict[str, str] | None = None
+               ) -> subprocess.Popen[bytes]:
+        """A process of the bench's, its output kept in the run's folder for when it dies."""
+        log = self.plugin_site / f"process-{len(self.logs)}.log"
+        with log.open("wb") as out:
+            process = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
+        self.logs[process.pid] = log
         self.processes.append(process)
         return process
 
-    def start_saq_worker(self) -> subprocess.Popen[bytes]:
-        process = subprocess.Popen([sys.executable, "-c", SAQ_WORKER, self.url, SAQ_QUEUE],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.processes.append(process)
-        return process
+    def check_alive(self, process: subprocess.Popen[bytes]) -> None:
+        if process.poll() is not None:
+            log = self.logs[process.pid]
+            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            raise RuntimeError(f"bench process {process.args!r} exited with"
+                               f" {process.returncode}:\n{tail}")
 
     def stop_workers(self) -> None:
         for process in self.processes:
@@ -388,7 +398,50 @@ async def _latency(bench: Bench, engines: Engines, engine: str, rate: int) -> No
     bench.figure(f"latency p99 at {rate}/s", "ms", False).add(engine, percentile(waits, 0.99))
 
 
-async def run_bench(*, redis_url: str | None, quick: bool) -> dict[str, Any]:
+async def _enqueue(bench: Bench, engines: Engines) -> None:
+    for engine in ("tm", "saq"):
+        submit = engines.tm_submit if engine == "tm" else engines.saq_submit
+        bulk = engines.tm_bulk if engine == "tm" else engines.saq_bulk
+        await _flush(engines.redis)
+        started = time.perf_counter()
+        await _gather_bounded(submit, bench.size, 100)
+        bench.figure("enqueue one by one (100 in flight)", "jobs/s").add(
+            engine, bench.size / (time.perf_counter() - started))
+        await _flush(engines.redis)
+        started = time.perf_counter()
+        await bulk(bench.size)
+        bench.figure("bulk, Python API (1,000 per call)", "jobs/s").add(
+            engine, bench.size / (time.perf_counter() - started))
+
+
+async def _memory(bench: Bench, engines: Engines) -> None:
+    """An idle worker's RSS, and the store's bytes per retained completed job."""
+    await _flush(engines.redis)
+    for engine in ("tm", "saq"):
+        worker = (bench.start_taskmaster_worker if engine == "tm"
+                  else bench.start_saq_worker)()
+        await asyncio.sleep(3.0)
+        bench.check_alive(worker)
+        bench.figure("idle worker RSS", "MB", False).add(engine, _rss_mb(worker.pid))
+        bench.stop_workers()
+    for engine in ("tm", "saq"):
+        await _flush(engines.redis)
+        _, _, memory0 = await _store_usage(engines.redis)
+        await (engines.tm_bulk(bench.size) if engine == "tm" else engines.saq_bulk(bench.size))
+        (bench.start_taskmaster_worker if engine == "tm" else bench.start_saq_worker)()
+        await engines.finished(engine, bench.size, 180)
+        bench.stop_workers()
+        _, _, memory1 = await _store_usage(engines.redis)
+        bench.figure("store bytes per retained completed job", "B", False).add(
+            engine, (memory1 - memory0) / bench.size)
+
+
+SCENARIOS = ("enqueue", "drain", "latency", "graphql", "subscribers", "swap", "memory")
+"""What `--only` can pick; every run does all of them by default."""
+
+
+async def run_bench(*, redis_url: str | None, quick: bool,
+                    only: frozenset[str] = frozenset(SCENARIOS)) -> dict[str, Any]:
     size, runs, latency_s, subscribers_n = (2000, 1, 3.0, 200) if quick \
         else (10_000, 3, 10.0, 1000)
     store = None
@@ -403,54 +456,32 @@ async def run_bench(*, redis_url: str | None, quick: bool) -> dict[str, Any]:
     try:
         info = await redis.info("server")
         for _ in range(runs):
-            for engine in ("tm", "saq"):
-                submit = engines.tm_submit if engine == "tm" else engines.saq_submit
-                bulk = engines.tm_bulk if engine == "tm" else engines.saq_bulk
-                await _flush(redis)
-                started = time.perf_counter()
-                await _gather_bounded(submit, size, 100)
-                bench.figure("enqueue one by one (100 in flight)", "jobs/s").add(
-                    engine, size / (time.perf_counter() - started))
-                await _flush(redis)
-                started = time.perf_counter()
-                await bulk(size)
-                bench.figure("bulk, Python API (1,000 per call)", "jobs/s").add(
-                    engine, size / (time.perf_counter() - started))
-            for engine in ("tm", "saq"):
-                await _drain(bench, engines, engine, 1)
-                await _drain(bench, engines, engine, 2)
-                await _requests_per_job(bench, engines, engine)
-            for rate in (200, 1000):
+            if "enqueue" in only:
+                await _enqueue(bench, engines)
+            if "drain" in only:
                 for engine in ("tm", "saq"):
-                    await _latency(bench, engines, engine, rate)
-            await _flush(redis)
-            await _graphql_submit(bench, bench.latency_s)
-            await _flush(redis)
-            await _graphql_bulk(bench, bench.latency_s / 2)
-            await _flush(redis)
-            noop = engines.noop
-            await subscribers(bench, engines.jobs, noop.function, noop.plugin, noop.version,
-                              bench.subscribers)
-            await _flush(redis)
-            await hot_swap(bench, engines.jobs, 500, bench.latency_s)
-        # Memory: an idle worker, and the store's bytes per retained completed job.
-        await _flush(redis)
-        for engine in ("tm", "saq"):
-            worker = (bench.start_taskmaster_worker if engine == "tm"
-                      else bench.start_saq_worker)()
-            await asyncio.sleep(3.0)
-            bench.figure("idle worker RSS", "MB", False).add(engine, _rss_mb(worker.pid))
-            bench.stop_workers()
-        for engine in ("tm", "saq"):
-            await _flush(redis)
-            _, _, memory0 = await _store_usage(redis)
-            await (engines.tm_bulk(size) if engine == "tm" else engines.saq_bulk(size))
-            (bench.start_taskmaster_worker if engine == "tm" else bench.start_saq_worker)()
-            await engines.finished(engine, size, 180)
-            bench.stop_workers()
-            _, _, memory1 = await _store_usage(redis)
-            bench.figure("store bytes per retained completed job", "B", False).add(
-                engine, (memory1 - memory0) / size)
+                    await _drain(bench, engines, engine, 1)
+                    await _drain(bench, engines, engine, 2)
+                    await _requests_per_job(bench, engines, engine)
+            if "latency" in only:
+                for rate in (200, 1000):
+                    for engine in ("tm", "saq"):
+                        await _latency(bench, engines, engine, rate)
+            if "graphql" in only:
+                await _flush(redis)
+                await _graphql_submit(bench, bench.latency_s)
+                await _flush(redis)
+                await _graphql_bulk(bench, bench.latency_s / 2)
+            if "subscribers" in only:
+                await _flush(redis)
+                noop = engines.noop
+                await subscribers(bench, engines.jobs, noop.function, noop.plugin,
+                                  noop.version, bench.subscribers)
+            if "swap" in only:
+                await _flush(redis)
+                await hot_swap(bench, engines.jobs, 500, bench.latency_s)
+        if "memory" in only:
+            await _memory(bench, engines)
         return {
             "environment": {"cpus": os.cpu_count(), "python": platform.python_version(),
                             "store": f"{'valkey' if 'valkey_version' in info else 'redis'}"

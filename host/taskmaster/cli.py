@@ -92,16 +92,26 @@ def _worker(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     import json as json_module
 
-    from taskmaster.bench import render, run_bench
+    from taskmaster.bench import SCENARIOS, render, run_bench
 
     # The same loop drives both engines' clients.
-    results = run_fast(run_bench(redis_url=args.redis_url, quick=args.quick))
+    results = run_fast(run_bench(redis_url=args.redis_url, quick=args.quick,
+                                 only=frozenset(args.only or SCENARIOS)))
     print(render(results))
     if args.output:
         args.output.write_text(json_module.dumps(results, indent=2))
     if args.json:
         print(json_module.dumps(results, indent=2))
     return 0
+
+
+def _bench_scenario(name: str) -> str:
+    from taskmaster.bench import SCENARIOS
+
+    if name not in SCENARIOS:
+        raise argparse.ArgumentTypeError(f"no scenario {name!r}; pick from"
+                                         f" {', '.join(SCENARIOS)}")
+    return name
 
 
 def _schema(args: argparse.Namespace) -> int:
@@ -259,6 +269,9 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--redis-url", help="use this store instead of a fresh embedded one")
     bench.add_argument("--quick", action="store_true", help="a small run, under a minute")
     bench.add_argument("--output", type=Path, metavar="FILE", help="write the results as JSON")
+    bench.add_argument("--only", action="append", type=_bench_scenario, metavar="SCENARIO",
+                       help="run just this scenario (repeatable): enqueue, drain, latency,"
+                       " graphql, subscribers, swap or memory")
     return parser
 
 

@@ -1,14 +1,17 @@
 """Coalescer: calls made in the same event-loop turn go to the store as one request.
 
 A worker running 100 short jobs, or an API serving 32 clients, would otherwise pay one
-socket write, one reply and one script invocation per call. Batches go out one at a
-time and in the order their items were added, so two changes of one job never overtake
-each other.
+socket write, one reply and one script invocation per call. With one batch in flight
+(the default), batches go out in the order their items were added, so two changes of one
+job never overtake each other. Independent calls (new submissions) may have several in
+flight: the callers of one turn are then split between them, so the store applies one
+batch while the caller builds the next, instead of the two taking turns.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
@@ -18,17 +21,23 @@ Result = TypeVar("Result")
 
 class Coalescer(Generic[Item, Result]):
     def __init__(self, send: Callable[[list[Item]], Awaitable[list[Result]]],
-                 max_batch: int) -> None:
+                 max_batch: int, *, in_flight: int = 1) -> None:
         self._send = send
         self.max_batch = max_batch
+        self.in_flight = in_flight
         self._pending: list[tuple[Item, asyncio.Future[Result]]] = []
-        self._flushing: asyncio.Task[None] | None = None
+        self._flushers: set[asyncio.Task[None]] = set()
+        self._starting = 0
+        """Flushers that have not taken their first batch yet."""
 
     def add(self, item: Item) -> asyncio.Future[Result]:
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
-        if self._flushing is None or self._flushing.done():
-            self._flushing = asyncio.create_task(self._flush())
+        if len(self._flushers) < self.in_flight:
+            self._starting += 1
+            flusher = asyncio.create_task(self._flush())
+            self._flushers.add(flusher)
+            flusher.add_done_callback(self._flushers.discard)
         return future
 
     def backlog(self) -> int:
@@ -36,14 +45,19 @@ class Coalescer(Generic[Item, Result]):
 
     async def drain(self) -> None:
         """Until everything added so far has been sent."""
-        while self._flushing is not None and not self._flushing.done():
-            await asyncio.shield(self._flushing)
+        while self._flushers:
+            await asyncio.shield(asyncio.gather(*self._flushers))
 
     async def _flush(self) -> None:
         await asyncio.sleep(0)  # let the other callers of this loop turn join the batch
+        # The flushers started in this turn share what it added.
+        share = math.ceil(len(self._pending) / self._starting)
+        self._starting -= 1
         while self._pending:
-            batch = self._pending[:self.max_batch]
-            del self._pending[:self.max_batch]
+            size = min(self.max_batch, share)
+            share = self.max_batch
+            batch = self._pending[:size]
+            del self._pending[:size]
             try:
                 results = await self._send([item for item, _ in batch])
             except Exception as exc:  # the store failed: every caller learns it

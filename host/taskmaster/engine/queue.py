@@ -40,6 +40,9 @@ RETENTION_ROUNDS = 20
 DAY_S = 24 * 3600
 SUBMIT_BATCH = 500
 """Single submissions per shared script call."""
+SUBMIT_IN_FLIGHT = 3
+"""Submission calls under way at once (measured, 100 callers one by one: 1 ~21,000 jobs/s,
+2 ~26,000, 3 ~34,000, 4 no better)."""
 _NO_DEFAULT = object()
 _JOB_DEFAULTS: dict[str, Any] = {
     f.name: f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
@@ -120,7 +123,7 @@ class TaskmasterQueue(RedisQueue):
         self.scripts = Scripts.register(redis)
         self.journal = Journal(self)
         self._submissions: Coalescer[list[Any], tuple[bool, str]] = Coalescer(
-            self._enqueue_batch, SUBMIT_BATCH)
+            self._enqueue_batch, SUBMIT_BATCH, in_flight=SUBMIT_IN_FLIGHT)
         if len(weights) != len(LEVELS) or min(weights) < 1:
             raise ValueError(f"queue {name}: four weights of at least 1 are needed, got {weights}")
         self.weights = tuple(weights)
