@@ -83,3 +83,24 @@ async def test_a_start_and_its_outcome_share_a_stream_entry_and_resume_between_t
     after_start = await backlog(jobs, ["default"], started.id)
     assert [e.id for e in after_start] == [completed.id], "resumes inside the entry"
     assert await backlog(jobs, ["default"], completed.id) == []
+
+
+async def test_an_idle_hub_reads_nothing_and_a_new_subscriber_gets_what_follows(
+        redis: Redis, jobs: JobClient) -> None:
+    hub = EventHub(jobs, known_queues=lambda: {"default"})
+    hub.start()
+    try:
+        await eventually(lambda: "default" in hub._positions, message="hub follows default")
+        before = await jobs.submit_many([(NOOP, "p", "1", {}, SubmitOptions())] * 300)
+        position = hub._positions["default"]
+        await asyncio.sleep(0.3)  # a window for a reading hub to move; an idle one does not
+        assert hub._positions["default"] == position, "nobody listens: nothing read"
+        subscription = hub.subscribe(lambda e: True)
+        await asyncio.wait_for(subscription.started(), 5)
+        after = await jobs.submit_many([(NOOP, "p", "1", {}, SubmitOptions())] * 50)
+        received = [(await asyncio.wait_for(subscription.next(), 5)).job_id for _ in after]
+        assert received == [v.id for v in after], "every later event, none of the earlier"
+        assert not {v.id for v in before} & set(received)
+        hub.unsubscribe(subscription)
+    finally:
+        await hub.stop()

@@ -32,6 +32,11 @@ def _documents(schema: object) -> OrderedDict[str, DocumentNode]:
     return cache
 
 
+def validated_document(schema: object, query: str) -> DocumentNode | None:
+    """The document of this text if it passed validation and the limits for this schema."""
+    return _documents(schema).get(query)
+
+
 class DocumentCache(SchemaExtension):
     _hit = False
 

@@ -4,7 +4,8 @@ A POST of a JSON query or mutation is most of the API's traffic. Litestar's rout
 dependency injection (three task-group spawns per request) and Strawberry's view around
 `schema.execute` cost more than the execution itself, so this ASGI wrapper hands such a
 request straight to the same schema — same extensions, same limits, same error codes — and
-writes the JSON answer. Anything it is not sure about (another path, method or content
+writes the JSON answer; submissions in a known-valid document skip the executor too (see
+prepared.py). Anything it is not sure about (another path, method or content
 type, a body that is too big, not JSON, or not one plain operation, a request
 Strawberry answers with an HTTP error) goes to the Litestar app untouched, body included,
 so the exceptional cases keep exactly one implementation.
@@ -22,6 +23,8 @@ from strawberry.http import process_result
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
+
+from taskmaster.api.prepared import PreparedSubmissions
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -46,6 +49,7 @@ class JsonPostFastPath:
         self.max_body_bytes = max_body_bytes
         self.context = context
         """The execution context; None while the app is not ready (then Litestar answers)."""
+        self.prepared = PreparedSubmissions(schema)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not self._plain_json_post(scope):
@@ -55,6 +59,9 @@ class JsonPostFastPath:
         context = self.context() if request is not None else None
         result = None
         if request is not None and context is not None:
+            prepared = await self.prepared.run(request, context["services"])
+            if prepared is not None:
+                return await _answer(send, 200, _JSON, msgspec.json.encode(prepared))
             try:
                 result = await self.schema.execute(
                     request["query"], variable_values=request.get("variables"),

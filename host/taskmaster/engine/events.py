@@ -1,13 +1,13 @@
 """The job event firehose: every queue's event stream, read once per process and fanned out.
 
 Stream ids come from the store's clock, so they order events across queues too (ties in
-one millisecond are broken by queue name). One stream entry holds the events of one job
-written together (a start and its outcome, say): field `event` (one JSON object) or
-`events` (a JSON array). An event's id, `<stream id>/<queue>` for an entry's first event
-and `<stream id>.<n>/<queue>` for its n-th after that, is the cursor a client passes as
-`since` to resume. Each subscriber has a bounded buffer:
-one that falls too far behind is dropped with SubscriberTooSlowError rather than slowing the
-others or growing without bound.
+one millisecond are broken by queue name). One stream entry holds the events written by
+one script call (field `batch`: a JSON array of [job key, function, event]), or the one
+event of a cold path (fields `job`, `fn`, `event`). An event's id, `<stream id>/<queue>`
+for an entry's first event and `<stream id>.<n>/<queue>` for its n-th after that, is the
+cursor a client passes as `since` to resume. Each subscriber has a bounded buffer: one that
+falls too far behind is dropped with SubscriberTooSlowError rather than slowing the others
+or growing without bound.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
+import msgspec
 from redis.exceptions import RedisError
 
 from taskmaster.engine.history import JobEvent, decode_event_list, decode_events
@@ -92,6 +93,13 @@ class Subscription:
         self.match = match
         self.buffer: asyncio.Queue[StreamEvent | None] = asyncio.Queue(BUFFER)
         self.overflowed = False
+        self.live = asyncio.Event()
+        """Set once every event from now on will be offered (see EventHub)."""
+
+    async def started(self) -> None:
+        """Until the hub reads every event after this moment: read any state the
+        subscriber relies on only after this."""
+        await self.live.wait()
 
     def offer(self, event: StreamEvent) -> None:
         if self.overflowed or not self.match(event):
@@ -115,7 +123,12 @@ class Subscription:
 
 
 class EventHub:
-    """One reader of all queues' event streams per process; subscribers filter in memory."""
+    """One reader of all queues' event streams per process; subscribers filter in memory.
+
+    With no subscriber the hub reads nothing (parsing every event of a busy store for
+    nobody was a tenth of a busy API's CPU); the first subscriber makes it move to the
+    streams' ends, and is `started` once it has.
+    """
 
     def __init__(self, jobs: JobClient,
                  known_queues: Callable[[], set[str]] = lambda: set()) -> None:
@@ -126,6 +139,8 @@ class EventHub:
         self._positions: dict[str, str] = {}
         self._task: asyncio.Task[None] | None = None
         self._queues_checked = 0.0
+        self._reading = False
+        self._subscribed = asyncio.Event()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run())
@@ -138,6 +153,10 @@ class EventHub:
     def subscribe(self, match: Match) -> Subscription:
         subscription = Subscription(self, match)
         self._subscribers.add(subscription)
+        if self._reading:
+            subscription.live.set()  # the hub's positions are behind now, never past it
+        else:
+            self._subscribed.set()
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
@@ -148,9 +167,17 @@ class EventHub:
         while True:
             try:
                 await self._refresh_queues()
-                if not self._positions:
-                    await asyncio.sleep(QUEUE_REFRESH_S)
+                if not self._subscribers or not self._positions:
+                    self._reading = False
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._subscribed.wait(), QUEUE_REFRESH_S)
+                    self._subscribed.clear()
                     continue
+                if not self._reading:
+                    await self._move_to_ends()
+                    self._reading = True
+                    for subscriber in self._subscribers:
+                        subscriber.live.set()
                 streams = {QueueKeys(q).events: pos for q, pos in self._positions.items()}
                 replies = await redis.xread(streams, count=READ_COUNT,  # type: ignore[arg-type]
                                             block=READ_BLOCK_MS)
@@ -164,6 +191,16 @@ class EventHub:
                 self._positions[event.queue] = event.stream_id  # entries are read whole
                 for subscriber in list(self._subscribers):
                     subscriber.offer(event)
+
+    async def _move_to_ends(self) -> None:
+        """Positions at each stream's last entry: what came before, nobody was following."""
+        async with self.jobs.redis.pipeline(transaction=False) as pipe:
+            for queue in self._positions:
+                pipe.xrevrange(QueueKeys(queue).events, count=1)
+            lasts = await pipe.execute()
+        for queue, last in zip(list(self._positions), lasts, strict=True):
+            if last:
+                self._positions[queue] = last[0][0].decode()
 
     async def _refresh_queues(self) -> None:
         if time.monotonic() - self._queues_checked < QUEUE_REFRESH_S:
@@ -192,6 +229,7 @@ async def follow(hub: EventHub, queues: list[str], match: Match,
     """Backlog after `since` (if given), then live events, without gaps or repeats."""
     subscription = hub.subscribe(match)
     try:
+        await subscription.started()
         seen: dict[str, tuple[int, int, int]] = {}
         if since is not None:
             for event in await backlog(hub.jobs, queues, since):
@@ -207,11 +245,21 @@ async def follow(hub: EventHub, queues: list[str], match: Match,
         hub.unsubscribe(subscription)
 
 
+_decode_batch = msgspec.json.Decoder(list[tuple[str, str, JobEvent]]).decode
+
+
 def _parse(stream: str, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> list[StreamEvent]:
     queue = stream.split("{", 1)[1].split("}", 1)[0]
     parsed = []
     for raw_id, fields in entries:
-        stream_id, job, function = raw_id.decode(), fields[b"job"].decode(), fields[b"fn"].decode()
+        stream_id = raw_id.decode()
+        batch = fields.get(b"batch")
+        if batch is not None:
+            parsed += [StreamEvent(stream_id, queue, job, function, event, index)
+                       for index, (job, function, event) in enumerate(_decode_batch(batch))]
+            continue
+        job, function = fields[b"job"].decode(), fields[b"fn"].decode()
+        # `events`: one job's events together, as written before batches (still read).
         events = decode_events([fields[b"event"]]) if b"event" in fields \
             else decode_event_list(fields[b"events"])
         parsed += [StreamEvent(stream_id, queue, job, function, event, index)

@@ -56,8 +56,7 @@ class Retention:
     keep_dead_s: float = 7 * 24 * 3600.0
 
 
-@dataclass(frozen=True, kw_only=True)
-class SubmitOptions:
+class SubmitOptions(msgspec.Struct, frozen=True, kw_only=True):
     priority: Priority | None = None
     queue: str | None = None
     delay_s: float | None = None
@@ -235,7 +234,7 @@ class JobClient:
             ttl=0,  # retention is ours (done/dead sets), not a Redis TTL
             retry_delay=retry_base_s,
             retry_backoff=retry_max_s,
-            meta={"priority": level.value, "max_attempts": max_attempts,
+            meta={"priority": _LEVEL_NAMES[level], "max_attempts": max_attempts,
                   "retry_jitter": jitter, "submitted_plugin": plugin,
                   "submitted_version": version, **({"idempotency_key": key} if key else {}),
                   "keep_completed_s": function.keep_completed_s
@@ -361,6 +360,11 @@ def _new_key() -> str:
     return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
+_LEVEL_NAMES = {level: level.value for level in Priority}
+_SUBMITTED_MESSAGES = {level: f"priority {level.value}" for level in Priority}
+_SCHEDULED, _QUEUED = JobStatus.SCHEDULED, JobStatus.QUEUED
+
+
 def _submitted(job: Job, queue: str, level: Priority, delay_ms: int, run_at_ms: int
                ) -> JobView:
     """The view of a job just stored, from what was stored (what `view` would make of it,
@@ -368,14 +372,14 @@ def _submitted(job: Job, queue: str, level: Priority, delay_ms: int, run_at_ms: 
     scheduled_ms = run_at_ms or (job.queued + delay_ms if delay_ms else 0)
     return JobView(
         id=f"{queue}:{job.key}", function=job.function, queue=queue, priority=level,
-        status=JobStatus.SCHEDULED if scheduled_ms else JobStatus.QUEUED,
+        status=_SCHEDULED if scheduled_ms else _QUEUED,
         payload=(job.kwargs or {}).get("payload"), result=None, error=None,
         attempts=job.attempts, max_attempts=job.retries, progress=job.progress,
         plugin=None, version=None, idempotency_key=job.meta.get("idempotency_key"),
         enqueued_at_ms=job.queued or None, scheduled_for_ms=scheduled_ms or None,
         started_at_ms=None, completed_at_ms=None,
         history=[JobEvent(type="submitted", at_ms=job.queued,
-                          message=f"priority {level.value}")])
+                          message=_SUBMITTED_MESSAGES[level])])
 
 
 def view(job: Job, queue: str, history: list[JobEvent], *, level: str | None = None,

@@ -63,10 +63,23 @@ local function save_counts(prefix, now, counts)
     redis.call('HINCRBY', prefix .. 'totals', field, n)
   end
 end
--- field: 'event' (one JSON event) or 'events' (a JSON array of them)
-local function publish(prefix, fn, id, stamped, field)
-  redis.call('XADD', prefix .. 'events', 'MAXLEN', '~', 100000, '*',
-             'job', id, 'fn', fn, field or 'event', stamped)
+-- The event stream: a cold path's event is an entry of its own (fields job, fn, event);
+-- the events of a batched script share one entry (field batch: a JSON array of
+-- [job key, function, event]), so a job costs the stream no command of its own. Trimmed
+-- to about EVENTS_KEPT events, however they are grouped.
+local EVENTS_KEPT = 100000
+local function publish(prefix, fn, id, stamped)
+  redis.call('XADD', prefix .. 'events', 'MAXLEN', '~', EVENTS_KEPT, '*',
+             'job', id, 'fn', fn, 'event', stamped)
+end
+local function batch_item(id, fn, stamped)
+  return '[' .. cjson.encode(id) .. ',' .. cjson.encode(fn) .. ',' .. stamped .. ']'
+end
+local function publish_batch(prefix, items)
+  if #items == 0 then return end
+  redis.call('XADD', prefix .. 'events', 'MAXLEN', '~',
+             math.max(100, math.floor(EVENTS_KEPT / #items)), '*',
+             'batch', '[' .. table.concat(items, ',') .. ']')
 end
 -- One event of a cold path: to the job's history, the event stream and the metrics.
 local function note(prefix, fn, id, event, now)
@@ -90,7 +103,7 @@ end
 ENQUEUE = """
 local now = now_ms()
 local prefix = ARGV[1]
-local out, counts = {}, {}
+local out, counts, published = {}, {}, {}
 local index, levels, scheduled, queued = {}, {}, {}, {{}, {}, {}, {}}
 for i, job in ipairs(cmsgpack.unpack(ARGV[2])) do
   local id, idem, fn = job[1], job[7], job[8]
@@ -102,7 +115,7 @@ for i, job in ipairs(cmsgpack.unpack(ARGV[2])) do
   else
     local stamped = stamp(job[3], now)
     redis.call('RPUSH', prefix .. 'history:' .. id, stamped)
-    publish(prefix, fn, id, stamped)
+    table.insert(published, batch_item(id, fn, stamped))
     add(counts, fn .. '||submitted', 1)
     table.insert(index, now)
     table.insert(index, id)
@@ -132,6 +145,7 @@ if #index > 0 then
   end
   -- Also for scheduled jobs: a blocked fetch loop must learn of an earlier due time.
   wake(KEYS[10])
+  publish_batch(prefix, published)
   save_counts(prefix, now, counts)
 end
 return out
@@ -266,7 +280,7 @@ for i = 1, #ids, 1000 do
   local part = redis.call('HMGET', KEYS[2], unpack(ids, i, math.min(i + 999, #ids)))
   for j = 1, #part do held[ids[i + j - 1]] = part[j] end
 end
-local results, counts, records, history, order = {}, {}, {}, {}, {}
+local results, counts, records, history, order, published = {}, {}, {}, {}, {}, {}
 local ended, finished, done, dead, scheduled = {}, {}, {}, {}, {}
 local queued, parked = {{}, {}, {}, {}}, {}
 for i, op in ipairs(ops) do
@@ -279,7 +293,6 @@ for i, op in ipairs(ops) do
       table.insert(records, prefix .. 'job:' .. id)
       table.insert(records, op[5])
     end
-    local written = {}
     for _, ev in ipairs(op[6]) do
       local stamped = stamp(ev[1], ev[6] > 0 and ev[6] or now)
       if not history[id] then
@@ -287,14 +300,8 @@ for i, op in ipairs(ops) do
         table.insert(order, id)
       end
       table.insert(history[id], stamped)
-      table.insert(written, stamped)
+      table.insert(published, batch_item(id, fn, stamped))
       tally(counts, fn, ev)
-    end
-    -- The events of one operation share one stream entry.
-    if #written == 1 then
-      publish(prefix, fn, id, written[1])
-    elseif #written > 1 then
-      publish(prefix, fn, id, '[' .. table.concat(written, ',') .. ']', 'events')
     end
     if kind ~= 'W' then
       held[id] = nil  -- the attempt is over: later operations of it are stale
@@ -349,6 +356,7 @@ for fn, list in pairs(parked) do
   bulk('RPUSH', prefix .. 'parked:' .. fn, list)
   redis.call('SADD', KEYS[14], fn)
 end
+publish_batch(prefix, published)
 save_counts(prefix, now, counts)
 return results
 """

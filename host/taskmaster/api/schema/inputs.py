@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
+import msgspec
 import strawberry
 from strawberry.scalars import JSON, is_scalar
 from strawberry.types.arguments import InputContext
@@ -77,17 +78,47 @@ class SubmitJobInput:
         " the existing job and enqueues nothing.")
 
     def options(self) -> SubmitOptions:
-        run_at_ms = None
-        if self.run_at is not None:
-            if self.run_at.tzinfo is None:
-                raise InvalidArgumentError("runAt", "needs a time zone, e.g. 2030-01-01T00:00Z")
-            run_at_ms = int(self.run_at.timestamp() * 1000)
-        return SubmitOptions(
-            priority=self.priority, queue=self.queue, delay_s=self.delay_seconds,
-            run_at_ms=run_at_ms, max_attempts=self.max_attempts,
-            timeout_s=self.timeout_seconds, retry_base_s=self.retry_base_seconds,
-            retry_max_s=self.retry_max_seconds, retry_jitter=self.retry_jitter,
-            idempotency_key=self.idempotency_key)
+        return submit_options(self)
+
+
+_GraphQLInt = Annotated[int, msgspec.Meta(ge=-(2**31), le=2**31 - 1)]
+
+
+class PlainSubmitJobInput(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    """SubmitJobInput as msgspec decodes it from variables (see api/prepared.py): only
+    values graphql-core would accept as they are; anything else fails to decode and is
+    left to the normal path."""
+
+    function: str
+    payload: Any = None
+    priority: Priority | None = None  # type: ignore[valid-type]
+    queue: str | None = None
+    delay_seconds: float | None = None
+    run_at: None = None
+    """A time needs the DateTime scalar's parsing: such inputs take the normal path."""
+    max_attempts: _GraphQLInt | None = None
+    timeout_seconds: float | None = None
+    retry_base_seconds: float | None = None
+    retry_max_seconds: float | None = None
+    retry_jitter: bool | None = None
+    idempotency_key: str | None = None
+
+    def options(self) -> SubmitOptions:
+        return submit_options(self)
+
+
+def submit_options(given: SubmitJobInput | PlainSubmitJobInput) -> SubmitOptions:
+    run_at_ms = None
+    if given.run_at is not None:
+        if given.run_at.tzinfo is None:
+            raise InvalidArgumentError("runAt", "needs a time zone, e.g. 2030-01-01T00:00Z")
+        run_at_ms = int(given.run_at.timestamp() * 1000)
+    return SubmitOptions(
+        priority=given.priority, queue=given.queue, delay_s=given.delay_seconds,
+        run_at_ms=run_at_ms, max_attempts=given.max_attempts,
+        timeout_s=given.timeout_seconds, retry_base_s=given.retry_base_seconds,
+        retry_max_s=given.retry_max_seconds, retry_jitter=given.retry_jitter,
+        idempotency_key=given.idempotency_key)
 
 
 @built_from_plan

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import strawberry
 
 from taskmaster.api.schema.functions import ReloadResult
-from taskmaster.api.schema.inputs import DeadLetterFilter, SubmitJobInput
+from taskmaster.api.schema.inputs import DeadLetterFilter, PlainSubmitJobInput, SubmitJobInput
 from taskmaster.api.schema.types import Job, Priority
 from taskmaster.api.services import Services, services
 from taskmaster.engine.deadletters import purge_dead_letters, replay_dead_letters
-from taskmaster.engine.jobs import SubmitOptions
+from taskmaster.engine.jobs import JobView, SubmitOptions
 from taskmaster.errors import (
     ForbiddenError,
     InvalidArgumentError,
@@ -31,26 +32,13 @@ class Mutation:
     @strawberry.mutation(description="Validate the payload against the function's input"
                          " type and enqueue the job.")
     async def submit_job(self, info: Info, input: SubmitJobInput) -> Job:
-        svc = services(info)
-        entry = svc.catalog.get(input.function)
-        view = await svc.jobs.submit(entry.function, entry.plugin, entry.version,
-                                     input.payload, input.options())
-        return Job.of(view)
+        return Job.of(await submit_one(services(info), input))
 
     @strawberry.mutation(description="Submit up to 1,000 jobs at once: every one is"
                          " validated first and either all are enqueued or none (INVALID_BATCH"
                          " lists each problem with its index).")
     async def submit_jobs(self, info: Info, inputs: list[SubmitJobInput]) -> list[Job]:
-        svc = services(info)
-        items: list[tuple[Function, str, str, Any, SubmitOptions] | TaskmasterError] = []
-        for item in inputs:
-            try:
-                entry = svc.catalog.get(item.function)
-                items.append((entry.function, entry.plugin, entry.version, item.payload,
-                              item.options()))
-            except TaskmasterError as exc:  # reported with the others, at its index
-                items.append(exc)
-        return [Job.of(view) for view in await svc.jobs.submit_many(items)]
+        return [Job.of(view) for view in await submit_many(services(info), inputs)]
 
     @strawberry.mutation(description="Cancel a queued or scheduled job at once; a running"
                          " one is asked to stop and ends CANCELLED. Never retried.")
@@ -103,6 +91,25 @@ class Mutation:
         _one_of(ids, filter)
         return await purge_dead_letters(services(info).jobs, [str(i) for i in ids or []],
                                         filter.engine() if filter else None)
+
+
+async def submit_one(svc: Services, given: SubmitJobInput | PlainSubmitJobInput) -> JobView:
+    entry = svc.catalog.get(given.function)
+    return await svc.jobs.submit(entry.function, entry.plugin, entry.version, given.payload,
+                                 given.options())
+
+
+async def submit_many(svc: Services, inputs: Sequence[SubmitJobInput | PlainSubmitJobInput]
+                      ) -> list[JobView]:
+    items: list[tuple[Function, str, str, Any, SubmitOptions] | TaskmasterError] = []
+    for item in inputs:
+        try:
+            entry = svc.catalog.get(item.function)
+            items.append((entry.function, entry.plugin, entry.version, item.payload,
+                          item.options()))
+        except TaskmasterError as exc:  # reported with the others, at its index
+            items.append(exc)
+    return await svc.jobs.submit_many(items)
 
 
 async def _reload(svc: Services, reason: str) -> ReloadResult:

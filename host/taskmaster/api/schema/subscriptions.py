@@ -29,6 +29,7 @@ class Subscription:
         queue, key = parse_id(str(id))
         subscription = svc.hub.subscribe(lambda e: e.queue == queue and e.job_key == key)
         try:
+            await subscription.started()
             current = await svc.jobs.get(str(id))
             yield Job.of(current)
             while current.status not in TERMINAL:

@@ -18,7 +18,7 @@ Priority = strawberry.enum(FunctionPriority, description="Dispatch priority of a
 JobStatus = strawberry.enum(engine_jobs.JobStatus, description="Where a job is in its life.")
 
 
-def _time(ms: int | None) -> datetime | None:
+def as_datetime(ms: int | None) -> datetime | None:
     return datetime.fromtimestamp(ms / 1000, tz=UTC) if ms else None
 
 
@@ -100,9 +100,11 @@ class Job:
             priority=job.priority, status=job.status, payload=job.payload, result=job.result,
             error=job.error, attempts=job.attempts, max_attempts=job.max_attempts,
             progress=job.progress, plugin=job.plugin, version=job.version,
-            idempotency_key=job.idempotency_key, enqueued_at=_time(job.enqueued_at_ms),
-            scheduled_for=_time(job.scheduled_for_ms), started_at=_time(job.started_at_ms),
-            completed_at=_time(job.completed_at_ms),
+            idempotency_key=job.idempotency_key,
+            enqueued_at=as_datetime(job.enqueued_at_ms),
+            scheduled_for=as_datetime(job.scheduled_for_ms),
+            started_at=as_datetime(job.started_at_ms),
+            completed_at=as_datetime(job.completed_at_ms),
             events=job.history,
         )
 
