@@ -83,3 +83,17 @@ async def test_drain_waits_for_everything_added(in_flight: int) -> None:
     store.release.set()
     await asyncio.wait_for(draining, 5)
     assert all(f.done() for f in futures)
+
+
+@pytest.mark.parametrize("in_flight", [1, 3])
+async def test_an_item_added_as_the_last_flusher_stops_is_still_sent(in_flight: int) -> None:
+    async def send(batch: list[int]) -> list[int]:
+        return batch
+
+    coalescer: Coalescer[int, int] = Coalescer(send, max_batch=10, in_flight=in_flight)
+    answer = coalescer.add(0)
+    for i in range(1, 20):
+        assert await answer == i - 1
+        # Added the moment the previous answer arrives, while that flusher is finishing.
+        answer = coalescer.add(i)
+    assert await asyncio.wait_for(answer, 2) == 19

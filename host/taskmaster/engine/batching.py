@@ -27,13 +27,17 @@ class Coalescer(Generic[Item, Result]):
         self.in_flight = in_flight
         self._pending: list[tuple[Item, asyncio.Future[Result]]] = []
         self._flushers: set[asyncio.Task[None]] = set()
+        self._running = 0
+        """Flushers that may still take items (one that found nothing left has stopped,
+        even if its task has not been reaped yet)."""
         self._starting = 0
         """Flushers that have not taken their first batch yet."""
 
     def add(self, item: Item) -> asyncio.Future[Result]:
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
-        if len(self._flushers) < self.in_flight:
+        if self._running < self.in_flight:
+            self._running += 1
             self._starting += 1
             flusher = asyncio.create_task(self._flush())
             self._flushers.add(flusher)
@@ -45,11 +49,19 @@ class Coalescer(Generic[Item, Result]):
 
     async def drain(self) -> None:
         """Until everything added so far has been sent."""
-        while self._flushers:
+        while self._running:
             await asyncio.shield(asyncio.gather(*self._flushers))
 
     async def _flush(self) -> None:
-        await asyncio.sleep(0)  # let the other callers of this loop turn join the batch
+        try:
+            await asyncio.sleep(0)  # let the other callers of this loop turn join the batch
+            await self._send_pending()
+        finally:
+            # In the same step as the last look at `_pending`: an item added from here on
+            # starts a flusher of its own.
+            self._running -= 1
+
+    async def _send_pending(self) -> None:
         # The flushers started in this turn share what it added.
         share = math.ceil(len(self._pending) / self._starting)
         self._starting -= 1
