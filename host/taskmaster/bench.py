@@ -510,9 +510,11 @@ def render(results: dict[str, Any]) -> str:
             return "-"
         if math.isinf(stats["median"]):
             return "not all done"
-        spread = f" ({stats['min']:,.1f} to {stats['max']:,.1f})" if stats["min"] != \
-            stats["max"] else ""
-        return f"{stats['median']:,.1f} {unit}{spread}"
+        # Small figures (a pause of 0.04 s, a latency of 0.9 ms) keep two decimals.
+        digits = 2 if abs(stats["median"]) < 10 else 1
+        spread = f" ({stats['min']:,.{digits}f} to {stats['max']:,.{digits}f})" \
+            if stats["min"] != stats["max"] else ""
+        return f"{stats['median']:,.{digits}f} {unit}{spread}"
 
     for figure in results["figures"]:
         ratio = f"{figure['ratio']:.1f}x" if figure["ratio"] and math.isfinite(
