@@ -7,6 +7,7 @@ import logging
 import signal
 import uuid
 
+from taskmaster.aio import freeze_startup_heap
 from taskmaster.engine.dispatch import Dispatcher
 from taskmaster.engine.keys import QUEUES_KEY
 from taskmaster.engine.lease import LeaseKeeper
@@ -129,6 +130,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
         leases.start()
         await live.start()
         await resumed(catalog.active_functions())  # jobs that waited for what we now run
+        freeze_startup_heap()
         fetching = asyncio.create_task(dispatcher.run())
         runs = [asyncio.create_task(w.start()) for w in workers]
         logger.info("worker %s serving %s with %s", worker_id,

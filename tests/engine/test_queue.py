@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 
 from taskmaster import Context, Function, Priority
 from taskmaster.engine.deadletters import purge_dead_letters, replay_dead_letters
-from taskmaster.engine.jobs import JobClient, JobStatus, Retention
+from taskmaster.engine.jobs import JobClient, JobStatus, Retention, SubmitOptions
 from taskmaster.engine.listing import JobFilter, dead_letters, list_jobs, queue_stats
 from taskmaster.engine.queue import TaskmasterQueue
 from taskmaster.errors import JobStateError
@@ -348,3 +348,25 @@ async def test_weights_are_configurable_per_queue(redis: Redis, jobs: JobClient)
     even = TaskmasterQueue(redis, "default", weights=weights["email"])
     counts = Counter(await dispatch(even, 200))
     assert set(counts.values()) == {50}
+
+
+async def test_a_batch_stores_each_job_key_once(redis: Redis, jobs: JobClient) -> None:
+    """A batch's records go in with one MSETNX; a key that exists, or repeats within the
+    batch, must still be refused job by job (never stored twice, never queued twice)."""
+    queue = jobs.queue("default")
+    saq_job = await queue.enqueue("test.noop", key="taken", scheduled=0)
+    assert saq_job is not None and saq_job.key == "taken"
+
+    def item(key: str) -> tuple[Any, ...]:
+        built = jobs._build(NOOP, "p", "1", {"n": key}, SubmitOptions())
+        built[0].key = key
+        return built
+
+    repeated = await queue.submit_many([item("a"), item("b"), item("a")])
+    assert repeated == [(True, "a"), (True, "b"), (False, "a")]
+    assert (await jobs.get("default:a")).payload == {"n": "a"}
+    assert await queue.count("queued") == 3  # taken, a, b
+    existing = await queue.submit_many([item("c"), item("taken"), item("d")])
+    assert existing == [(True, "c"), (False, "taken"), (True, "d")]
+    assert (await jobs.get("default:taken")).function == "test.noop"
+    assert await queue.count("queued") == 5

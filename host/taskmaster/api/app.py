@@ -18,6 +18,7 @@ from redis.exceptions import RedisError
 from strawberry.litestar import make_graphql_controller
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
+from taskmaster.aio import freeze_startup_heap
 from taskmaster.api.fast_path import ASGIApp, JsonPostFastPath
 from taskmaster.api.graphiql import STATIC_DIR, STATIC_PATH, offline_graphiql_html
 from taskmaster.api.prometheus import exposition
@@ -81,6 +82,7 @@ def create_app(settings: Settings) -> ASGIApp:
             hub.start()
             app.state.services = Services(settings=settings, redis=redis, catalog=catalog,
                                           jobs=jobs, live=live, hub=hub)
+            freeze_startup_heap()
             yield
         finally:
             await hub.stop()

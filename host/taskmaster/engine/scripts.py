@@ -105,12 +105,33 @@ local now = now_ms()
 local prefix = ARGV[1]
 local out, counts, published = {}, {}, {}
 local index, levels, scheduled, queued = {}, {}, {}, {{}, {}, {}, {}}
-for i, job in ipairs(cmsgpack.unpack(ARGV[2])) do
+local jobs = cmsgpack.unpack(ARGV[2])
+-- The records of jobs without an idempotency key go in one MSETNX per 500 (keys are
+-- fresh UUIDv7s, so all are new in the usual case). If a key exists or repeats, that
+-- slice is set by nothing and its jobs are tried one by one below.
+local fresh = {}
+for first = 1, #jobs, 500 do
+  local records, members, seen, unique = {}, {}, {}, true
+  for i = first, math.min(first + 499, #jobs) do
+    local job = jobs[i]
+    if job[7] == '' then
+      if seen[job[1]] then unique = false end
+      seen[job[1]] = true
+      table.insert(records, prefix .. 'job:' .. job[1])
+      table.insert(records, job[2])
+      table.insert(members, i)
+    end
+  end
+  if unique and #records > 0 and redis.call('MSETNX', unpack(records)) == 1 then
+    for _, i in ipairs(members) do fresh[i] = true end
+  end
+end
+for i, job in ipairs(jobs) do
   local id, idem, fn = job[1], job[7], job[8]
   local existing = idem ~= '' and redis.call('HGET', KEYS[8], idem)
   if existing then
     out[i] = {0, existing}
-  elseif not redis.call('SET', prefix .. 'job:' .. id, job[2], 'NX') then
+  elseif not fresh[i] and not redis.call('SET', prefix .. 'job:' .. id, job[2], 'NX') then
     out[i] = {0, id}
   else
     local stamped = stamp(job[3], now)
