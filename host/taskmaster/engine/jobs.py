@@ -129,6 +129,13 @@ class JobClient:
         for queue in self._queues.values():
             await queue._pubsub.close()
 
+    async def _register(self, queue: str) -> None:
+        """Record the queue's name for listings, at most every QUEUE_REGISTER_S: a round
+        trip before each bulk submission made concurrent ones queue up behind each other."""
+        if self._known.get(queue, 0.0) < time.monotonic() - QUEUE_REGISTER_S:
+            await self.redis.sadd(QUEUES_KEY, queue)  # type: ignore[misc]
+            self._known[queue] = time.monotonic()
+
     async def submit(self, function: Function, plugin: str, version: str, payload: Any,
                      options: SubmitOptions) -> JobView:
         """Validate and enqueue one job; raises before anything is stored if invalid.
@@ -141,9 +148,7 @@ class JobClient:
         job, level, delay_ms, run_at_ms, key = self._build(function, plugin, version,
                                                            payload, options)
         try:
-            if self._known.get(queue.name, 0.0) < time.monotonic() - QUEUE_REGISTER_S:
-                await self.redis.sadd(QUEUES_KEY, queue.name)  # type: ignore[misc]
-                self._known[queue.name] = time.monotonic()
+            await self._register(queue.name)
             created, job_key = await queue.submit(job, level, delay_ms=delay_ms,
                                                   run_at_ms=run_at_ms, idempotency_key=key)
         except RedisError as exc:
@@ -191,7 +196,7 @@ class JobClient:
         try:
             for name, indexes in by_queue.items():
                 queue = self.queue(name)
-                await self.redis.sadd(QUEUES_KEY, name)  # type: ignore[misc]
+                await self._register(name)
                 results = await queue.submit_many([built[i][1] for i in indexes])
                 for i, (created, key) in zip(indexes, results, strict=True):
                     if created:  # we know what we stored: no read-back
