@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ from redis.asyncio import Redis
 from taskmaster import Context, Function
 from taskmaster.engine.events import BUFFER, EventHub, SubscriberTooSlowError, backlog
 from taskmaster.engine.jobs import JobClient, SubmitOptions
+from taskmaster.engine.keys import QueueKeys
 from taskmaster.errors import InvalidArgumentError
 from tests.engine.conftest import finished, running_worker
 from tests.fixtures.waiting import eventually
@@ -38,7 +40,8 @@ async def test_a_slow_subscriber_is_cut_off_while_a_fast_one_gets_everything(
 
         reader = asyncio.create_task(read_fast())
         items = [(NOOP, "p", "1", {}, SubmitOptions()) for _ in range(total)]
-        views = await jobs.submit_many(items[:600]) + await jobs.submit_many(items[600:])
+        # Two calls, more events together than a buffer holds, likely read at once.
+        views = await jobs.submit_many(items[:BUFFER]) + await jobs.submit_many(items[BUFFER:])
         await asyncio.wait_for(reader, 20)
         assert received == [v.id.split(":", 1)[1] for v in views], "in order, none missing"
         assert slow.overflowed and slow not in hub._subscribers
@@ -104,3 +107,32 @@ async def test_an_idle_hub_reads_nothing_and_a_new_subscriber_gets_what_follows(
         hub.unsubscribe(subscription)
     finally:
         await hub.stop()
+
+
+async def test_a_bulk_submission_neither_floods_a_reader_nor_trims_older_events(
+        redis: Redis, jobs: JobClient) -> None:
+    hub = EventHub(jobs, known_queues=lambda: {"default"})
+    hub.start()
+    try:
+        singles = [await jobs.submit(NOOP, "p", "1", {}, SubmitOptions()) for _ in range(300)]
+        subscription = hub.subscribe(lambda e: True)
+        await asyncio.wait_for(subscription.started(), 5)
+        received: list[str] = []
+
+        async def keep_up() -> None:
+            while len(received) < 2 * 1000:
+                received.append((await subscription.next()).job_id)
+
+        reader = asyncio.create_task(keep_up())
+        item = (NOOP, "p", "1", {}, SubmitOptions())
+        first, second = await asyncio.gather(jobs.submit_many([item] * 1000),
+                                             jobs.submit_many([item] * 1000))
+        await asyncio.wait_for(reader, 20)
+        assert sorted(received) == sorted(v.id for v in first + second)
+        assert not subscription.overflowed, "a reader that keeps up is never cut off"
+    finally:
+        await hub.stop()
+    entries = await redis.xrange(QueueKeys("default").events)
+    assert max(len(json.loads(f.get(b"batch", b"[0]"))) for _, f in entries) <= 20
+    kept = {e.job_id for e in await backlog(jobs, ["default"], "0-0")}
+    assert kept == {v.id for v in singles + first + second}, "the bulk trimmed nothing older"

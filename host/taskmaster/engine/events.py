@@ -1,13 +1,13 @@
 """The job event firehose: every queue's event stream, read once per process and fanned out.
 
 Stream ids come from the store's clock, so they order events across queues too (ties in
-one millisecond are broken by queue name). One stream entry holds the events written by
-one script call (field `batch`: a JSON array of [job key, function, event]), or the one
-event of a cold path (fields `job`, `fn`, `event`). An event's id, `<stream id>/<queue>`
-for an entry's first event and `<stream id>.<n>/<queue>` for its n-th after that, is the
-cursor a client passes as `since` to resume. Each subscriber has a bounded buffer: one that
-falls too far behind is dropped with SubscriberTooSlowError rather than slowing the others
-or growing without bound.
+one millisecond are broken by queue name). One stream entry holds up to 20 events of a
+batched script call (field `batch`: a JSON array of [job key, function, event]), or the
+one event of a cold path (fields `job`, `fn`, `event`). An event's id, `<stream
+id>/<queue>` for an entry's first event and `<stream id>.<n>/<queue>` for its n-th after
+that, is the cursor a client passes as `since` to resume. Each subscriber has a bounded
+buffer: one that falls too far behind is dropped with SubscriberTooSlowError rather than
+slowing the others or growing without bound.
 """
 
 from __future__ import annotations
@@ -31,7 +31,9 @@ logger = logging.getLogger(__name__)
 
 BUFFER = 1000
 READ_BLOCK_MS = 1000
-READ_COUNT = 500
+READ_COUNT = 20
+"""Entries per stream and read: at most 20 x 20 events (EVENTS_PER_ENTRY in scripts.py),
+well under a subscriber's BUFFER, so a burst never cuts off one that keeps up."""
 QUEUE_REFRESH_S = 1.0
 
 STATUS_OF_EVENT = {

@@ -64,22 +64,27 @@ local function save_counts(prefix, now, counts)
   end
 end
 -- The event stream: a cold path's event is an entry of its own (fields job, fn, event);
--- the events of a batched script share one entry (field batch: a JSON array of
--- [job key, function, event]), so a job costs the stream no command of its own. Trimmed
--- to about EVENTS_KEPT events, however they are grouped.
-local EVENTS_KEPT = 100000
+-- the events of a batched script go EVENTS_PER_ENTRY to an entry (field batch: a JSON
+-- array of [job key, function, event]), so a job costs the stream a fraction of a
+-- command. Entries are bounded in size so that one read of the stream stays small (a
+-- subscriber that keeps up must never be handed more than its buffer at once) and a
+-- fixed number of them is kept: from ENTRIES_KEPT events (all alone) to ENTRIES_KEPT *
+-- EVENTS_PER_ENTRY (all batched), whatever mix came before.
+local ENTRIES_KEPT = 20000
+local EVENTS_PER_ENTRY = 20
 local function publish(prefix, fn, id, stamped)
-  redis.call('XADD', prefix .. 'events', 'MAXLEN', '~', EVENTS_KEPT, '*',
+  redis.call('XADD', prefix .. 'events', 'MAXLEN', '~', ENTRIES_KEPT, '*',
              'job', id, 'fn', fn, 'event', stamped)
 end
 local function batch_item(id, fn, stamped)
   return '[' .. cjson.encode(id) .. ',' .. cjson.encode(fn) .. ',' .. stamped .. ']'
 end
 local function publish_batch(prefix, items)
-  if #items == 0 then return end
-  redis.call('XADD', prefix .. 'events', 'MAXLEN', '~',
-             math.max(100, math.floor(EVENTS_KEPT / #items)), '*',
-             'batch', '[' .. table.concat(items, ',') .. ']')
+  for first = 1, #items, EVENTS_PER_ENTRY do
+    local last = math.min(first + EVENTS_PER_ENTRY - 1, #items)
+    redis.call('XADD', prefix .. 'events', 'MAXLEN', '~', ENTRIES_KEPT, '*',
+               'batch', '[' .. table.concat(items, ',', first, last) .. ']')
+  end
 end
 -- One event of a cold path: to the job's history, the event stream and the metrics.
 local function note(prefix, fn, id, event, now)
