@@ -78,3 +78,18 @@ def test_errors_keep_their_codes_and_json_shape(server: Server) -> None:
     body = response.json()
     assert body["data"] == {"job": None}
     assert body["errors"][0]["extensions"]["code"] == "NOT_FOUND"
+
+
+def test_the_first_content_type_decides_as_in_litestar(server: Server) -> None:
+    response = httpx.post(server.graphql_url, content=TYPENAME, timeout=30, headers=[
+        ("Content-Type", "text/plain"), ("Content-Type", "application/json")])
+    assert response.status_code == 400
+    assert "Unsupported content type" in response.text
+
+
+def test_a_body_nested_too_deep_is_answered_and_the_server_goes_on(server: Server) -> None:
+    deep = b'{"query": "{ __typename }", "variables": {"x": ' + b"[" * 5000 + b"]" * 5000 + b"}}"
+    response = post(server, deep)
+    assert response.status_code in (400, 500)
+    assert response.headers["content-type"].startswith("application/json"), response.text
+    assert post(server, TYPENAME).json() == {"data": {"__typename": "Query"}}

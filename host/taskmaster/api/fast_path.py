@@ -81,14 +81,14 @@ class JsonPostFastPath:
     def _plain_json_post(self, scope: Scope) -> bool:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != self.path:
             return False
-        json = False
+        json = None
         for name, value in scope["headers"]:
-            if name == b"content-type":
+            if name == b"content-type" and json is None:  # the first, as Litestar reads it
                 json = value.split(b";", 1)[0].strip().lower() == b"application/json"
             elif name == b"content-length" and (not value.isdigit()
                                                 or int(value) > self.max_body_bytes):
                 return False
-        return json
+        return bool(json)
 
     async def _read(self, receive: Receive) -> tuple[bytes, bool]:
         """The body, and whether that is all of it (False past the size limit or on
@@ -112,7 +112,7 @@ def _operation(body: bytes) -> dict[str, Any] | None:
     """The request if it is one operation in the shapes the view accepts, else None."""
     try:
         request = msgspec.json.decode(body)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):  # nesting too deep: Litestar answers
         return None
     if not isinstance(request, dict) or not request.keys() <= _REQUEST_KEYS \
             or not isinstance(request.get("query"), str) \
