@@ -8,7 +8,7 @@ import signal
 import uuid
 
 from taskmaster.aio import freeze_startup_heap
-from taskmaster.engine.dispatch import Dispatcher
+from taskmaster.engine.dispatch import BLOCK_END_S, Dispatcher
 from taskmaster.engine.keys import QUEUES_KEY
 from taskmaster.engine.lease import LeaseKeeper
 from taskmaster.engine.queue import DEFAULT_WEIGHTS, TaskmasterQueue
@@ -142,6 +142,8 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
         dispatcher.close()
         await asyncio.gather(*(w.stop() for w in workers))
         await asyncio.gather(*runs, return_exceptions=True)
+        # It ends by itself once closed, giving back what it claimed too late.
+        await asyncio.wait([fetching], timeout=BLOCK_END_S + 1)
         fetching.cancel()
         await asyncio.gather(fetching, return_exceptions=True)
         stopping.cancel()

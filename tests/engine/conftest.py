@@ -11,7 +11,7 @@ import pytest
 from redis.asyncio import Redis
 
 from taskmaster import Function
-from taskmaster.engine.dispatch import Dispatcher
+from taskmaster.engine.dispatch import BLOCK_END_S, Dispatcher
 from taskmaster.engine.jobs import JobClient, JobStatus, JobView, Retention, SubmitOptions
 from taskmaster.engine.lease import LeaseKeeper
 from taskmaster.engine.queue import TaskmasterQueue
@@ -70,6 +70,8 @@ async def running_worker(redis_url: str, functions: Sequence[Function] | Functio
         dispatcher.close()
         await asyncio.gather(*(w.stop() for w in workers))
         await asyncio.gather(*runs, return_exceptions=True)
+        # It ends by itself once closed, giving back what it claimed too late.
+        await asyncio.wait([fetching], timeout=BLOCK_END_S + 1)
         fetching.cancel()
         await asyncio.gather(fetching, return_exceptions=True)
         leases.stop()

@@ -195,13 +195,18 @@ async def test_graceful_stop_lets_the_running_job_finish(
 
 async def test_shutdown_past_the_grace_requeues_without_spending_an_attempt(
         valkey_url: str, redis: Redis, jobs: JobClient) -> None:
+    running = asyncio.Event()
+
     async def endless(ctx: Context, data: dict[str, Any]) -> None:
+        running.set()
         await asyncio.sleep(60)
 
     function = Function("test.endless", endless, max_attempts=1)
     async with running_worker(valkey_url, [function], grace_s=0.2):
         job = await submit(jobs, function)
-        await in_status(jobs, job.id, JobStatus.ACTIVE)
+        # Running in the worker, not only leased (ACTIVE): a job claimed but not yet
+        # started when the worker stops is given back untouched (next test).
+        await asyncio.wait_for(running.wait(), 10)
     back = await jobs.get(job.id)
     assert back.status == JobStatus.QUEUED
     assert back.attempts == 0
@@ -209,6 +214,22 @@ async def test_shutdown_past_the_grace_requeues_without_spending_an_attempt(
     key = job.id.split(":", 1)[1]
     assert await redis.hget(jobs.queue("default").keys.attempts, key) == b"0", \
         "the next attempt is numbered 1 again"
+
+
+async def test_a_job_claimed_but_never_started_is_given_back_untouched(
+        redis: Redis, jobs: JobClient) -> None:
+    async def noop(ctx: Context, data: dict[str, Any]) -> None: ...
+
+    job = await submit(jobs, Function("test.noop", noop))
+    queue = jobs.queue("default")
+    (claimed,) = (await queue.claim(10, 60_000, "w")).jobs
+    assert (await jobs.get(job.id)).status == JobStatus.ACTIVE
+    assert await queue.give_back(claimed) == 1
+    back = await jobs.get(job.id)
+    assert (back.status, back.attempts) == (JobStatus.QUEUED, 0)
+    assert [e.type for e in back.history] == ["submitted"], "no trace of the claim"
+    (again,) = (await queue.claim(10, 60_000, "w")).jobs
+    assert again.attempt == 1, "its attempt number was not spent"
 
 
 async def test_a_long_attempt_has_its_start_on_record_while_it_runs(

@@ -29,6 +29,8 @@ logger = logging.getLogger(__name__)
 
 IDLE_BLOCK_S = 1.0
 """Longest block on the wake lists; the floor of how often an idle worker looks."""
+BLOCK_END_S = 2.0
+"""At shutdown, how long a woken block may take to bring its claim home."""
 ERROR_BACKOFF_S = (0.1, 2.0)
 
 
@@ -64,6 +66,7 @@ class Dispatcher:
         self.running = 0
         self._isolating = False
         self._suspects_waiting = False
+        self._given_back: list[asyncio.Future[int]] = []
 
     def add(self, queue: TaskmasterQueue) -> None:
         self._lanes[queue.name] = _Lane(queue)
@@ -106,13 +109,31 @@ class Dispatcher:
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, ERROR_BACKOFF_S[1])
         finally:
-            # A block is cancelled while the server holds it (closing the connection drops
-            # its claim too); only a claim already run but not yet read would be lost,
-            # and its leases lapse to another worker.
-            blocks = [lane.block for lane in self._lanes.values() if lane.block is not None]
-            for block in blocks:
-                block.cancel()
-            await asyncio.gather(*blocks, return_exceptions=True)
+            await self._end_blocks()
+            await asyncio.gather(*self._given_back, return_exceptions=True)
+
+    async def _end_blocks(self) -> None:
+        """Wake every block and give back what its claim took. Cancelling one instead
+        would lose a claim the store already ran (its reply still unread): those jobs would
+        stay leased to nobody until the lease lapsed, and count a stall. (Another worker
+        blocked on the same list may take the token; ours then ends within IDLE_BLOCK_S.)"""
+        lanes = [lane for lane in self._lanes.values() if lane.block is not None]
+        if not lanes:
+            return
+        try:
+            for lane in lanes:
+                await self.redis.lpush(lane.queue.keys.wake, 1)  # type: ignore[misc]
+        except RedisError as exc:
+            logger.warning("could not wake the fetch loop's blocks (%s)", exc)
+        blocks = [lane.block for lane in lanes if lane.block is not None]
+        await asyncio.wait(blocks, timeout=BLOCK_END_S)
+        for block in blocks:
+            block.cancel()  # still blocked: the server never ran its claim, or is gone
+        await asyncio.gather(*blocks, return_exceptions=True)
+        for lane in lanes:
+            ended, lane.block = lane.block, None
+            if ended is not None and not ended.cancelled() and ended.exception() is None:
+                self._take(lane, ended.result())
 
     async def _round(self) -> None:
         self._collect_blocks()
@@ -171,8 +192,12 @@ class Dispatcher:
             self._hand_over(lane, job)
 
     def _hand_over(self, lane: _Lane, job: Claimed) -> None:
-        if not lane.hand_over(job):  # the slot went away (shutdown): let the lease lapse
-            logger.info("no slot left for job %s; its lease will lapse", job.job.key)
+        if not lane.hand_over(job):  # the slot went away (shutdown)
+            if job.suspect:  # back through the reclaim, which keeps it running alone
+                logger.info("no slot left for recovered job %s; its lease will lapse",
+                            job.job.key)
+            else:
+                self._given_back.append(lane.queue.give_back(job))
             return
         self.running += 1
         if job.suspect:

@@ -239,6 +239,13 @@ class TaskmasterQueue(RedisQueue):
             "D" if dead else "C", job.key, token, job.function, job,
             [wire(e) for e in events], keep_ms(job, "dead" if dead else "done")))
 
+    def give_back(self, claimed: Claimed) -> asyncio.Future[int]:
+        """Return a job claimed but never started (the worker is stopping) to its queue,
+        its attempt number unspent, with no trace in its history."""
+        return self.journal.apply(Op("Q", claimed.job.key, claimed.token,
+                                     claimed.job.function, None, [], 0,
+                                     claimed.level.value))
+
     def retry_attempt(self, job: Job, token: str, level: Priority, delay_ms: int,
                       history_event: JobEvent, *, spent: bool = True) -> asyncio.Future[int]:
         """Queue the job's return for another attempt; `spent=False` gives this one back."""
