@@ -35,6 +35,9 @@ READ_COUNT = 20
 """Entries per stream and read: at most 20 x 20 events (EVENTS_PER_ENTRY in scripts.py),
 well under a subscriber's BUFFER, so a burst never cuts off one that keeps up."""
 QUEUE_REFRESH_S = 1.0
+WAKE_MARGIN_MS = 5
+"""A waking hub starts this much before its first subscriber arrived (clock reading and
+millisecond rounding): at worst a few earlier events, never a missed one."""
 
 STATUS_OF_EVENT = {
     "submitted": JobStatus.QUEUED, "started": JobStatus.ACTIVE, "progress": JobStatus.ACTIVE,
@@ -128,8 +131,8 @@ class EventHub:
     """One reader of all queues' event streams per process; subscribers filter in memory.
 
     With no subscriber the hub reads nothing (parsing every event of a busy store for
-    nobody was a tenth of a busy API's CPU); the first subscriber makes it move to the
-    streams' ends, and is `started` once it has.
+    nobody was a tenth of a busy API's CPU); the first subscriber wakes it, and it starts
+    reading from the moment that subscriber arrived, on the store's clock.
     """
 
     def __init__(self, jobs: JobClient,
@@ -143,6 +146,8 @@ class EventHub:
         self._queues_checked = 0.0
         self._reading = False
         self._subscribed = asyncio.Event()
+        self._woken_at: float | None = None
+        """When the first subscriber of an idle hub arrived (monotonic)."""
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run())
@@ -158,6 +163,8 @@ class EventHub:
         if self._reading:
             subscription.live.set()  # the hub's positions are behind now, never past it
         else:
+            if self._woken_at is None:
+                self._woken_at = time.monotonic()
             self._subscribed.set()
         return subscription
 
@@ -171,12 +178,14 @@ class EventHub:
                 await self._refresh_queues()
                 if not self._subscribers or not self._positions:
                     self._reading = False
+                    if not self._subscribers:
+                        self._woken_at = None  # whoever came left before the hub woke
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._subscribed.wait(), QUEUE_REFRESH_S)
                     self._subscribed.clear()
                     continue
                 if not self._reading:
-                    await self._move_to_ends()
+                    await self._move_to_wake_up()
                     self._reading = True
                     for subscriber in self._subscribers:
                         subscriber.live.set()
@@ -194,15 +203,16 @@ class EventHub:
                 for subscriber in list(self._subscribers):
                     subscriber.offer(event)
 
-    async def _move_to_ends(self) -> None:
-        """Positions at each stream's last entry: what came before, nobody was following."""
-        async with self.jobs.redis.pipeline(transaction=False) as pipe:
-            for queue in self._positions:
-                pipe.xrevrange(QueueKeys(queue).events, count=1)
-            lasts = await pipe.execute()
-        for queue, last in zip(list(self._positions), lasts, strict=True):
-            if last:
-                self._positions[queue] = last[0][0].decode()
+    async def _move_to_wake_up(self) -> None:
+        """Positions at the moment the first subscriber arrived, on the store's clock (what
+        came before, nobody was following; what came since, it must get, although the hub
+        only looks now)."""
+        seconds, micros = await self.jobs.redis.time()
+        waited_ms = (time.monotonic() - (self._woken_at or time.monotonic())) * 1000
+        since = seconds * 1000 + micros // 1000 - int(waited_ms) - WAKE_MARGIN_MS
+        self._woken_at = None
+        for queue in self._positions:
+            self._positions[queue] = f"{since}-0"
 
     async def _refresh_queues(self) -> None:
         if time.monotonic() - self._queues_checked < QUEUE_REFRESH_S:
