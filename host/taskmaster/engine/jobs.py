@@ -18,7 +18,7 @@ from saq.utils import now
 
 from taskmaster.engine.history import JobEvent, decode_events, error_summary, event
 from taskmaster.engine.keys import QUEUES_KEY
-from taskmaster.engine.queue import TaskmasterQueue
+from taskmaster.engine.queue import LEVEL_NAMES, TaskmasterQueue
 from taskmaster.errors import (
     BatchInvalidError,
     InvalidArgumentError,
@@ -240,7 +240,7 @@ class JobClient:
             ttl=0,  # retention is ours (done/dead sets), not a Redis TTL
             retry_delay=retry_base_s,
             retry_backoff=retry_max_s,
-            meta={"priority": _LEVEL_NAMES[level], "max_attempts": max_attempts,
+            meta={"priority": LEVEL_NAMES[level], "max_attempts": max_attempts,
                   "retry_jitter": jitter, "submitted_plugin": plugin,
                   "submitted_version": version, **({"idempotency_key": key} if key else {}),
                   "keep_completed_s": function.keep_completed_s
@@ -378,7 +378,6 @@ def _new_key() -> str:
     return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
-_LEVEL_NAMES = {level: level.value for level in Priority}
 _SUBMITTED_MESSAGES = {level: f"priority {level.value}" for level in Priority}
 _SCHEDULED, _QUEUED = JobStatus.SCHEDULED, JobStatus.QUEUED
 
