@@ -208,15 +208,16 @@ class TaskmasterQueue(RedisQueue):
                 [count, lease_ms, worker_id, *self.weights, self.prefix, int(idle)])
 
     def _claimed(self, reply: list[Any]) -> Claim:
-        rows, wait_ms, suspects, server_ms = reply
+        rows, token, wait_ms, suspects, server_ms = reply
         clock = ServerClock(int(server_ms), time.monotonic())
+        token = token.decode() if rows else ""
         claimed = []
-        for key, token, level, record, stalls, attempt in rows:
+        for key, level, record, stalls, attempt in rows:
             job = self.deserialize(record) if record else None
             if job is None:  # purged between submission and claim: let the lease lapse
                 logger.warning("claimed job %s has no record", key.decode())
                 continue
-            claimed.append(Claimed(job, token.decode(), Priority(level.decode()), int(stalls),
+            claimed.append(Claimed(job, token, Priority(level.decode()), int(stalls),
                                    int(attempt), clock))
         return Claim(claimed, int(wait_ms), int(suspects))
 

@@ -34,25 +34,51 @@ local function bulk(command, key, args)
   end
 end
 -- Metrics: per-minute buckets (kept two hours) and running totals, per function|version,
--- added up over a script's events first so each field costs two calls per script.
+-- added up over a script's events first so each field costs two calls per script. Field
+-- names are built once per script call and function|version, not once per event.
 local DURATION_BUCKETS = {5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000}
-local function add(counts, field, n)
-  counts[field] = (counts[field] or 0) + n
-end
-local function observe(counts, field, ms)
-  local le = '+Inf'
-  for _, bound in ipairs(DURATION_BUCKETS) do
-    if ms <= bound then le = tostring(bound) break end
+local names_of = {}
+local function metric_names(fn, version)
+  local versions = names_of[fn]
+  if versions == nil then
+    versions = {}
+    names_of[fn] = versions
   end
-  add(counts, field .. ':le:' .. le, 1)
-  add(counts, field .. ':sum_ms', math.floor(ms))
+  local names = versions[version]
+  if names == nil then
+    local base = fn .. '|' .. version .. '|'
+    names = {base = base, types = {}}
+    for _, kind in ipairs({'wait', 'run'}) do
+      local fields = {sum = base .. kind .. ':sum_ms'}
+      for i, bound in ipairs(DURATION_BUCKETS) do fields[i] = base .. kind .. ':le:' .. bound end
+      fields[#DURATION_BUCKETS + 1] = base .. kind .. ':le:+Inf'
+      names[kind] = fields
+    end
+    versions[version] = names
+  end
+  return names
+end
+local function observe(counts, fields, ms)
+  local i = 1
+  while i <= #DURATION_BUCKETS and ms > DURATION_BUCKETS[i] do i = i + 1 end
+  local field = fields[i]
+  counts[field] = (counts[field] or 0) + 1
+  counts[fields.sum] = (counts[fields.sum] or 0) + math.floor(ms)
+end
+local function count_event(counts, names, type)
+  local field = names.types[type]
+  if field == nil then
+    field = names.base .. type
+    names.types[type] = field
+  end
+  counts[field] = (counts[field] or 0) + 1
 end
 -- ev: {json, type, version, wait_ms (-1: none), run_ms (-1: none), at_ms (0: now)}
 local function tally(counts, fn, ev)
-  local field = fn .. '|' .. ev[3] .. '|'
-  add(counts, field .. ev[2], 1)
-  if ev[4] >= 0 then observe(counts, field .. 'wait', ev[4]) end
-  if ev[5] >= 0 then observe(counts, field .. 'run', ev[5]) end
+  local names = metric_names(fn, ev[3])
+  count_event(counts, names, ev[2])
+  if ev[4] >= 0 then observe(counts, names.wait, ev[4]) end
+  if ev[5] >= 0 then observe(counts, names.run, ev[5]) end
 end
 local function save_counts(prefix, now, counts)
   local bucket = prefix .. 'metrics:' .. math.floor(now / 60000)
@@ -142,7 +168,7 @@ for i, job in ipairs(jobs) do
     local stamped = stamp(job[3], now)
     redis.call('RPUSH', prefix .. 'history:' .. id, stamped)
     table.insert(published, batch_item(id, fn, stamped))
-    add(counts, fn .. '||submitted', 1)
+    count_event(counts, metric_names(fn, ''), 'submitted')
     table.insert(index, now)
     table.insert(index, id)
     table.insert(levels, id)
@@ -181,8 +207,8 @@ return out
 #       attempts
 # ARGV: max jobs, lease_ms, worker id, weight CRITICAL..LOW (4), key prefix, 1 if the worker
 #       runs nothing right now (it may take a suspect, alone)
-# Returns {{key, token, level, record, stalls, attempt}...}, ms until the next scheduled job
-# (-1: none), suspects waiting, the server's time (ms).
+# Returns {{key, level, record, stalls, attempt}...}, the claim's lease token ('' if it took
+# nothing), ms until the next scheduled job (-1: none), suspects waiting, the server's time (ms).
 CLAIM = """
 local now = now_ms()
 local prefix = ARGV[8]
@@ -248,46 +274,47 @@ else
     next_of[level] = next_of[level] + 1
   end
 end
-if #ids == 0 then return {{}, wait, suspects, now} end
-local seq = redis.call('INCRBY', prefix .. 'lease-seq', #ids) - #ids
+if #ids == 0 then return {{}, '', wait, suspects, now} end
+-- One lease token for the whole claim: a job claimed again later gets another.
+local token = ARGV[3] .. ':' .. redis.call('INCR', prefix .. 'lease-seq')
 local deadline = now + tonumber(ARGV[2])
-local leased, tokens, records, stalls = {}, {}, {}, {}
+local leased, holders = {}, {}
 for i, id in ipairs(ids) do
-  tokens[i] = ARGV[3] .. ':' .. (seq + i)
-  table.insert(leased, deadline)
-  table.insert(leased, id)
-  table.insert(records, id)
-  table.insert(records, tokens[i])
+  leased[2 * i - 1] = deadline
+  leased[2 * i] = id
+  holders[2 * i - 1] = id
+  holders[2 * i] = token
 end
 bulk('ZADD', KEYS[6], leased)
-bulk('HSET', KEYS[7], records)
+bulk('HSET', KEYS[7], holders)
+local any_stalls = redis.call('HLEN', KEYS[10]) > 0
 local out = {}
 for i = 1, #ids, 1000 do
   local last = math.min(i + 999, #ids)
   local keys = {}
   for j = i, last do keys[j - i + 1] = prefix .. 'job:' .. ids[j] end
   local found = redis.call('MGET', unpack(keys))
-  local stalled = redis.call('HMGET', KEYS[10], unpack(ids, i, last))
+  local stalled = any_stalls and redis.call('HMGET', KEYS[10], unpack(ids, i, last)) or {}
   -- Attempt numbers: read and written back with one call each, not one HINCRBY per job.
   local counted = redis.call('HMGET', KEYS[12], unpack(ids, i, last))
   local numbers = {}
   for j = i, last do
     local attempt = (tonumber(counted[j - i + 1]) or 0) + 1
-    table.insert(numbers, ids[j])
-    table.insert(numbers, attempt)
-    out[j] = {ids[j], tokens[j], levels[j], found[j - i + 1] or '', stalled[j - i + 1] or '0',
-              attempt}
+    numbers[#numbers + 1] = ids[j]
+    numbers[#numbers + 1] = attempt
+    out[j] = {ids[j], levels[j], found[j - i + 1] or '', stalled[j - i + 1] or '0', attempt}
   end
   redis.call('HSET', KEYS[12], unpack(numbers))
 end
-return {out, wait, suspects, now}
+return {out, token, wait, suspects, now}
 """
 
 # KEYS: active, lease, priority, stalls, cancel, done, dead, scheduled,
 #       queued:CRITICAL..LOW (4), wake, parked-functions, attempts
 # ARGV: key prefix, msgpack list of operations, in order, each
 #       {kind, key, token ('': not fenced), function, record ('': unchanged), {events},
-#        number, level}; kinds:
+#        number, level, head of its event-stream items: the JSON text '["<key>","<function>",'};
+#       kinds:
 #   W  write the record and events of a running attempt (start, progress)
 #   C  completed/cancelled: to the done set, kept `number` ms
 #   D  dead-lettered: to the dead set, kept `number` ms
@@ -306,7 +333,7 @@ for i = 1, #ids, 1000 do
   local part = redis.call('HMGET', KEYS[2], unpack(ids, i, math.min(i + 999, #ids)))
   for j = 1, #part do held[ids[i + j - 1]] = part[j] end
 end
-local results, counts, records, history, order, published = {}, {}, {}, {}, {}, {}
+local results, counts, records, published = {}, {}, {}, {}
 local ended, finished, done, dead, scheduled = {}, {}, {}, {}, {}
 local queued, parked = {{}, {}, {}, {}}, {}
 for i, op in ipairs(ops) do
@@ -316,34 +343,37 @@ for i, op in ipairs(ops) do
   else
     results[i] = 1
     if op[5] ~= '' then
-      table.insert(records, prefix .. 'job:' .. id)
-      table.insert(records, op[5])
+      records[#records + 1] = prefix .. 'job:' .. id
+      records[#records + 1] = op[5]
     end
-    for _, ev in ipairs(op[6]) do
-      local stamped = stamp(ev[1], ev[6] > 0 and ev[6] or now)
-      if not history[id] then
-        history[id] = {}
-        table.insert(order, id)
+    local events = op[6]
+    if #events > 0 then
+      -- In operation order, so two operations of one job keep their events' order.
+      local stamped, head = {}, op[9]
+      for j, ev in ipairs(events) do
+        local one = stamp(ev[1], ev[6] > 0 and ev[6] or now)
+        stamped[j] = one
+        published[#published + 1] = head .. one .. ']'
+        tally(counts, fn, ev)
       end
-      table.insert(history[id], stamped)
-      table.insert(published, batch_item(id, fn, stamped))
-      tally(counts, fn, ev)
+      redis.call('RPUSH', prefix .. 'history:' .. id, unpack(stamped))
     end
     if kind ~= 'W' then
       held[id] = nil  -- the attempt is over: later operations of it are stale
-      table.insert(ended, id)
+      ended[#ended + 1] = id
       if kind == 'C' or kind == 'D' then
-        table.insert(finished, id)
+        finished[#finished + 1] = id
         local into = kind == 'C' and done or dead
-        table.insert(into, now + op[7])
-        table.insert(into, id)
+        into[#into + 1] = now + op[7]
+        into[#into + 1] = id
       elseif kind == 'R' or kind == 'Q' then
         if kind == 'Q' then redis.call('HINCRBY', KEYS[15], id, -1) end
         if op[7] > 0 then
-          table.insert(scheduled, now + op[7])
-          table.insert(scheduled, id)
+          scheduled[#scheduled + 1] = now + op[7]
+          scheduled[#scheduled + 1] = id
         else
-          table.insert(queued[LEVEL_INDEX[op[8]] or 3], id)
+          local level = queued[LEVEL_INDEX[op[8]] or 3]
+          level[#level + 1] = id
         end
       else
         redis.call('HINCRBY', KEYS[15], id, -1)
@@ -356,15 +386,15 @@ end
 for i = 1, #records, 1000 do
   redis.call('MSET', unpack(records, i, math.min(i + 999, #records)))
 end
-for _, id in ipairs(order) do bulk('RPUSH', prefix .. 'history:' .. id, history[id]) end
+-- Cancel requests and stall counts are rare: skip their deletes when there are none.
 if #ended > 0 then
   bulk('ZREM', KEYS[1], ended)
   bulk('HDEL', KEYS[2], ended)
-  bulk('HDEL', KEYS[5], ended)
+  if redis.call('HLEN', KEYS[5]) > 0 then bulk('HDEL', KEYS[5], ended) end
 end
 if #finished > 0 then
   bulk('HDEL', KEYS[3], finished)
-  bulk('HDEL', KEYS[4], finished)
+  if redis.call('HLEN', KEYS[4]) > 0 then bulk('HDEL', KEYS[4], finished) end
   bulk('HDEL', KEYS[15], finished)
 end
 if #done > 0 then bulk('ZADD', KEYS[6], done) end
