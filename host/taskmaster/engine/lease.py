@@ -30,7 +30,8 @@ class LeaseKeeper:
         self._client = redis.Redis.from_url(redis_url, socket_timeout=max(lease_s, 1.0))
         self._script = self._client.register_script(_PRELUDE + HEARTBEAT)
         self._held: dict[str, dict[str, str]] = {}
-        self._lock = threading.Lock()
+        """Queue → job key → token. No lock: the event loop only sets and pops single
+        entries, and the thread copies with list() and dict(), which the GIL keeps whole."""
         self._stop = threading.Event()
         self._on_lost = on_lost
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -41,12 +42,15 @@ class LeaseKeeper:
         self._thread.start()
 
     def hold(self, queue: str, key: str, token: str) -> None:
-        with self._lock:
-            self._held.setdefault(queue, {})[key] = token
+        held = self._held.get(queue)
+        if held is None:
+            held = self._held[queue] = {}
+        held[key] = token
 
     def release(self, queue: str, key: str) -> None:
-        with self._lock:
-            self._held.get(queue, {}).pop(key, None)
+        held = self._held.get(queue)
+        if held is not None:
+            held.pop(key, None)
 
     def stop(self) -> None:
         self._stop.set()
@@ -56,9 +60,10 @@ class LeaseKeeper:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
-            with self._lock:
-                held = {queue: dict(jobs) for queue, jobs in self._held.items() if jobs}
-            for queue, jobs in held.items():
+            held = [(queue, dict(jobs)) for queue, jobs in list(self._held.items())]
+            for queue, jobs in held:
+                if not jobs:
+                    continue
                 try:
                     self._renew(queue, jobs)
                 except redis.RedisError as exc:
@@ -72,8 +77,7 @@ class LeaseKeeper:
         lost = self._script(keys=[keys.active, keys.lease], args=args)
         for key in lost or []:
             name = key.decode()
-            with self._lock:
-                if self._held.get(queue, {}).get(name) != jobs[name]:
-                    continue  # finished meanwhile: not lost, just done
+            if self._held.get(queue, {}).get(name) != jobs[name]:
+                continue  # finished meanwhile: not lost, just done
             if self._loop is not None:
                 self._loop.call_soon_threadsafe(self._on_lost, queue, name)

@@ -65,18 +65,11 @@ class FunctionSource(Protocol):
     def active_functions(self) -> set[str]: ...
 
 
-class _Outcome(Exception):
-    """Why an attempt stopped early (internal control flow)."""
-
-
-class _Stale(_Outcome):
-    """The lease went to another worker: this attempt must not record anything."""
-
-
 @dataclass
 class _Attempt:
     claimed: Claimed
     task: asyncio.Task[Any] | None = None
+    """The slot's task, which runs the handler itself, while the handler runs."""
     cancel_requested: bool = False
     lease_lost: bool = False
     requeue_reason: str | None = None
@@ -86,6 +79,19 @@ class _Attempt:
     @property
     def job(self) -> Job:
         return self.claimed.job
+
+    def interrupt(self) -> bool:
+        """Cancel the running handler (the caller says why first); False if none runs."""
+        if self.task is None:
+            return False
+        self.cancelled_flag.set()
+        self.task.cancel()
+        return True
+
+    @property
+    def interrupted_by_us(self) -> bool:
+        return self.timed_out or self.cancel_requested or self.lease_lost \
+            or self.requeue_reason is not None
 
 
 class TaskmasterWorker(Worker[Any]):
@@ -149,21 +155,18 @@ class TaskmasterWorker(Worker[Any]):
     def requeue_running(self, functions: set[str], reason: str) -> None:
         """Stop running attempts of these job types and put them back, unspent."""
         for attempt in self._attempts.values():
-            if attempt.job.function in functions and attempt.task is not None \
-                    and not attempt.task.done():
+            if attempt.job.function in functions and attempt.task is not None:
                 attempt.requeue_reason = reason
-                attempt.cancelled_flag.set()
-                attempt.task.cancel()
+                attempt.interrupt()
 
     def lease_lost(self, key: str) -> None:
         """The LeaseKeeper saw another worker take this job: stop our attempt quietly."""
         attempt = self._attempts.get(key)
-        if attempt is not None and attempt.task is not None and not attempt.task.done():
+        if attempt is not None and attempt.task is not None:
             logger.warning("lost the lease of job %s; stopping this attempt", key,
                            extra={"job_id": key})
             attempt.lease_lost = True
-            attempt.cancelled_flag.set()
-            attempt.task.cancel()
+            attempt.interrupt()
 
     async def abort(self, abort_threshold: float) -> None:  # saq 0.26.4 upkeep
         """Cancel running attempts whose job got a cancel request."""
@@ -174,14 +177,23 @@ class TaskmasterWorker(Worker[Any]):
             self.tm_queue.keys.cancel, keys)
         for key, flag in zip(keys, flags, strict=True):
             attempt = self._attempts.get(key)
-            if flag and attempt is not None and attempt.task is not None \
-                    and not attempt.task.done():
+            if flag and attempt is not None and attempt.task is not None:
                 attempt.cancel_requested = True
-                attempt.cancelled_flag.set()
-                attempt.task.cancel()
+                attempt.interrupt()
 
-    # -- one job --
-    async def process(self) -> bool:  # saq 0.26.4: one call per job and slot
+    # -- job slots --
+    def _process(self, previous_task: asyncio.Task[Any] | None = None) -> None:
+        """Start one job slot (saq 0.26.4 starts a task per job instead, chained by done
+        callbacks: two tasks per job with the handler's own). A slot ends when the
+        dispatcher closes or the worker stops; SAQ's stop() waits for it, then cancels it."""
+        slot = asyncio.create_task(self._slot(), name="process")
+        self.tasks.add(slot)
+
+    async def _slot(self) -> None:
+        while not self.event.is_set() and await self.process():
+            pass
+
+    async def process(self) -> bool:  # saq 0.26.4: one job
         claimed = await self.dispatcher.next(self.tm_queue.name)
         if claimed is None:
             return False
@@ -268,8 +280,6 @@ class TaskmasterWorker(Worker[Any]):
         queue = self.tm_queue
         try:
             result = await self._execute(attempt, runnable)
-        except _Stale:
-            return None
         except asyncio.CancelledError:
             if attempt.lease_lost:
                 return None
@@ -310,23 +320,29 @@ class TaskmasterWorker(Worker[Any]):
             _report=partial(self._report, attempt, pending, loop),
             _cancelled=attempt.cancelled_flag,
         )
-        if function.is_async:
-            task = loop.create_task(function.handler(context, data))  # type: ignore[arg-type]
-        else:
-            run = contextvars.copy_context().run
-            task = asyncio.ensure_future(loop.run_in_executor(
-                self.pool, run, function.handler, context, data))
-        attempt.task = task
+        # The handler runs in the slot's own task, not a task of its own: a timeout, a
+        # cancel request, a reload or a lost lease cancels the slot's task while
+        # `attempt.task` is set, and says why first; any other cancel is the worker stopping.
+        slot = asyncio.current_task()
+        assert slot is not None
+        attempt.task = slot
         timer = loop.call_later(job.timeout, self._time_out, attempt) if job.timeout else None
         try:
-            # A stop of the worker cancels this await, and with it the handler's task.
-            result = await task
+            if function.is_async:
+                result = await function.handler(context, data)  # type: ignore[misc]
+            else:
+                run = contextvars.copy_context().run
+                result = await loop.run_in_executor(self.pool, run, function.handler, context,
+                                                    data)
         except asyncio.CancelledError:
             attempt.cancelled_flag.set()
+            if attempt.interrupted_by_us:
+                slot.uncancel()
             if attempt.timed_out:
                 raise TimeoutError(f"attempt exceeded timeoutSeconds={job.timeout}") from None
             raise
         finally:
+            attempt.task = None
             if timer is not None:
                 timer.cancel()
             # A progress write landing after the outcome would overwrite the final record.
@@ -336,9 +352,9 @@ class TaskmasterWorker(Worker[Any]):
 
     @staticmethod
     def _time_out(attempt: _Attempt) -> None:
-        if attempt.task is not None and not attempt.task.done():
+        if attempt.task is not None:
             attempt.timed_out = True
-            attempt.task.cancel()
+            attempt.interrupt()
 
     def _logger(self, function: str) -> logging.Logger:
         found = self._loggers.get(function)
