@@ -52,6 +52,8 @@ _PLAIN_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Job)
 _pack = msgspec.msgpack.Encoder().encode
 LEVEL_NAMES = {level: level.value for level in Priority}
 """Each level's name, without the enum's `.value` lookup on the hot path."""
+_LEVEL_OF_REPLY = {level.value.encode(): level for level in Priority}
+_STATUS_OF = {status.value: status for status in Status}
 _SUBMITTED_EVENTS = {level: event("submitted", message=f"priority {level.value}").decode()
                      for level in Priority}
 
@@ -218,7 +220,7 @@ class TaskmasterQueue(RedisQueue):
             if job is None:  # purged between submission and claim: let the lease lapse
                 logger.warning("claimed job %s has no record", key.decode())
                 continue
-            claimed.append(Claimed(job, token, Priority(level.decode()), int(stalls),
+            claimed.append(Claimed(job, token, _LEVEL_OF_REPLY[level], int(stalls),
                                    int(attempt), clock))
         return Claim(claimed, int(wait_ms), int(suspects))
 
@@ -439,10 +441,8 @@ class TaskmasterQueue(RedisQueue):
 
 
 def _status(name: str) -> Status:
-    try:
-        return Status(name)
-    except ValueError:
-        return Status[name.upper()]  # as SAQ's Job.__post_init__ reads it
+    found = _STATUS_OF.get(name)
+    return found if found is not None else Status[name.upper()]  # as SAQ's __post_init__
 
 
 def failure_events(job: Job, error: str | None, *, dead: bool) -> list[JobEvent]:

@@ -348,7 +348,7 @@ class TaskmasterWorker(Worker[Any]):
             # A progress write landing after the outcome would overwrite the final record.
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
-        return msgspec.to_builtins(result)
+        return result if result is None else msgspec.to_builtins(result)
 
     @staticmethod
     def _time_out(attempt: _Attempt) -> None:
