@@ -77,9 +77,10 @@ class ServerClock:
         return self.server_ms + int((time.monotonic() - self.monotonic) * 1000)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Claimed:
-    """A job this worker now holds a lease on."""
+    """A job this worker now holds a lease on (not frozen: built once per job, and a frozen
+    dataclass sets each field through object.__setattr__)."""
 
     job: Job
     token: str
