@@ -150,6 +150,53 @@ async def test_timeout_is_a_failed_attempt(valkey_url: str, redis: Redis,
     assert done.error == "TimeoutError: attempt exceeded timeoutSeconds=0.2"
 
 
+async def test_a_slot_goes_on_serving_after_its_handler_was_stopped(
+        valkey_url: str, redis: Redis, jobs: JobClient) -> None:
+    """Handlers run in the slot's own task, which a timeout or cancel request cancels:
+    the slot must take the next job with no cancellation left pending on it."""
+    started = asyncio.Event()
+    seen: list[int] = []
+
+    async def hang(ctx: Context, data: dict[str, Any]) -> None:
+        started.set()
+        await asyncio.sleep(30)
+
+    async def shrug(ctx: Context, data: dict[str, Any]) -> str:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            return "kept going"
+        return "slept"
+
+    async def check(ctx: Context, data: dict[str, Any]) -> str:
+        task = asyncio.current_task()
+        assert task is not None
+        seen.append(task.cancelling())
+        await asyncio.sleep(0.01)  # a stale cancel would land here
+        return "fine"
+
+    hang_fn, shrug_fn = Function("test.hang", hang), Function("test.shrug", shrug)
+    check_fn = Function("test.check", check)
+    async with running_worker(valkey_url, [hang_fn, shrug_fn, check_fn],
+                              queues={"default": 1}):
+        timed_out = await submit(jobs, hang_fn, timeout_s=0.2, max_attempts=1)
+        assert (await finished(jobs, timed_out.id)).status == JobStatus.FAILED
+        assert (await finished(jobs, (await submit(jobs, check_fn)).id)).result == "fine"
+
+        started.clear()
+        cancelled = await submit(jobs, hang_fn)
+        await started.wait()
+        await jobs.cancel(cancelled.id)
+        assert (await finished(jobs, cancelled.id)).status == JobStatus.CANCELLED
+        assert (await finished(jobs, (await submit(jobs, check_fn)).id)).result == "fine"
+
+        swallowed = await submit(jobs, shrug_fn, timeout_s=0.2, max_attempts=1)
+        done = await finished(jobs, swallowed.id)
+        assert (done.status, done.result) == (JobStatus.COMPLETE, "kept going")
+        assert (await finished(jobs, (await submit(jobs, check_fn)).id)).result == "fine"
+    assert seen == [0, 0, 0]
+
+
 async def test_a_job_whose_function_is_not_loaded_waits_until_it_is(
         valkey_url: str, redis: Redis, jobs: JobClient) -> None:
     async def nothing(ctx: Context, data: dict[str, Any]) -> str:

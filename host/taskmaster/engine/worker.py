@@ -75,6 +75,8 @@ class _Attempt:
     requeue_reason: str | None = None
     cancelled_flag: CancelFlag = field(default_factory=CancelFlag)
     timed_out: bool = False
+    interruptions: int = 0
+    """Cancels sent to the slot's task (a handler may swallow one, and be sent another)."""
 
     @property
     def job(self) -> Job:
@@ -85,13 +87,9 @@ class _Attempt:
         if self.task is None:
             return False
         self.cancelled_flag.set()
+        self.interruptions += 1
         self.task.cancel()
         return True
-
-    @property
-    def interrupted_by_us(self) -> bool:
-        return self.timed_out or self.cancel_requested or self.lease_lost \
-            or self.requeue_reason is not None
 
 
 class TaskmasterWorker(Worker[Any]):
@@ -329,20 +327,22 @@ class TaskmasterWorker(Worker[Any]):
         timer = loop.call_later(job.timeout, self._time_out, attempt) if job.timeout else None
         try:
             if function.is_async:
-                result = await function.handler(context, data)  # type: ignore[misc]
+                result = await function.handler(context, data)
             else:
                 run = contextvars.copy_context().run
                 result = await loop.run_in_executor(self.pool, run, function.handler, context,
                                                     data)
         except asyncio.CancelledError:
             attempt.cancelled_flag.set()
-            if attempt.interrupted_by_us:
-                slot.uncancel()
             if attempt.timed_out:
                 raise TimeoutError(f"attempt exceeded timeoutSeconds={job.timeout}") from None
             raise
         finally:
             attempt.task = None
+            # Take back our own cancels, delivered or swallowed by the handler, so the
+            # slot's next job starts clean; what is left is the worker stopping.
+            for _ in range(min(attempt.interruptions, slot.cancelling())):
+                slot.uncancel()
             if timer is not None:
                 timer.cancel()
             # A progress write landing after the outcome would overwrite the final record.
