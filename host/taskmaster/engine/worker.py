@@ -68,6 +68,8 @@ class FunctionSource(Protocol):
 @dataclass
 class _Attempt:
     claimed: Claimed
+    slot: asyncio.Task[Any] | None
+    """The task the attempt runs in."""
     task: asyncio.Task[Any] | None = None
     """The slot's task, which runs the handler itself, while the handler runs."""
     cancel_requested: bool = False
@@ -188,10 +190,12 @@ class TaskmasterWorker(Worker[Any]):
         self.tasks.add(slot)
 
     async def _slot(self) -> None:
-        while not self.event.is_set() and await self.process():
+        slot = asyncio.current_task()
+        while not self.event.is_set() and await self.process(slot):
             pass
 
-    async def process(self) -> bool:  # saq 0.26.4: one job
+    async def process(self, slot: asyncio.Task[Any] | None = None) -> bool:  # saq 0.26.4
+        """Run one job, in `slot` (the current task, passed in as its lookup costs)."""
         claimed = await self.dispatcher.next(self.tm_queue.name)
         if claimed is None:
             return False
@@ -201,7 +205,7 @@ class TaskmasterWorker(Worker[Any]):
             await self._park(claimed)
             return True
         # Registered before the first await, so a reload's drain sees this execution.
-        attempt = _Attempt(claimed)
+        attempt = _Attempt(claimed, slot or asyncio.current_task())
         self._attempts[job.key] = attempt
         self._begin(claimed, runnable)
         started = JobEvent(type="started", attempt=job.attempts, worker=self.id,
@@ -321,7 +325,7 @@ class TaskmasterWorker(Worker[Any]):
         # The handler runs in the slot's own task, not a task of its own: a timeout, a
         # cancel request, a reload or a lost lease cancels the slot's task while
         # `attempt.task` is set, and says why first; any other cancel is the worker stopping.
-        slot = asyncio.current_task()
+        slot = attempt.slot
         assert slot is not None
         attempt.task = slot
         timer = loop.call_later(job.timeout, self._time_out, attempt) if job.timeout else None
