@@ -46,22 +46,29 @@ local function metric_names(fn, version)
   end
   local names = versions[version]
   if names == nil then
-    local base = fn .. '|' .. version .. '|'
-    names = {base = base, types = {}}
-    for _, kind in ipairs({'wait', 'run'}) do
-      local fields = {sum = base .. kind .. ':sum_ms'}
-      for i, bound in ipairs(DURATION_BUCKETS) do fields[i] = base .. kind .. ':le:' .. bound end
-      fields[#DURATION_BUCKETS + 1] = base .. kind .. ':le:+Inf'
-      names[kind] = fields
-    end
+    names = {base = fn .. '|' .. version .. '|', types = {}}
     versions[version] = names
   end
   return names
+end
+-- The field names of one duration histogram ('wait' or 'run'), each built on first use.
+local function histogram(names, kind)
+  local fields = names[kind]
+  if fields == nil then
+    local base = names.base .. kind
+    fields = {le = base .. ':le:', sum = base .. ':sum_ms'}
+    names[kind] = fields
+  end
+  return fields
 end
 local function observe(counts, fields, ms)
   local i = 1
   while i <= #DURATION_BUCKETS and ms > DURATION_BUCKETS[i] do i = i + 1 end
   local field = fields[i]
+  if field == nil then
+    field = fields.le .. (DURATION_BUCKETS[i] or '+Inf')
+    fields[i] = field
+  end
   counts[field] = (counts[field] or 0) + 1
   counts[fields.sum] = (counts[fields.sum] or 0) + math.floor(ms)
 end
@@ -77,8 +84,8 @@ end
 local function tally(counts, fn, ev)
   local names = metric_names(fn, ev[3])
   count_event(counts, names, ev[2])
-  if ev[4] >= 0 then observe(counts, names.wait, ev[4]) end
-  if ev[5] >= 0 then observe(counts, names.run, ev[5]) end
+  if ev[4] >= 0 then observe(counts, histogram(names, 'wait'), ev[4]) end
+  if ev[5] >= 0 then observe(counts, histogram(names, 'run'), ev[5]) end
 end
 local function save_counts(prefix, now, counts)
   local bucket = prefix .. 'metrics:' .. math.floor(now / 60000)
