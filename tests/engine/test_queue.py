@@ -372,3 +372,15 @@ async def test_a_batch_stores_each_job_key_once(redis: Redis, jobs: JobClient) -
     assert existing == [(True, "c"), (False, "taken"), (True, "d")]
     assert (await jobs.get("default:taken")).function == "test.noop"
     assert await queue.count("queued") == 5
+
+
+async def test_a_job_listed_twice_is_claimed_once(redis: Redis, jobs: JobClient) -> None:
+    """The jobs of one claim share its lease token, so a duplicate in the lists (never
+    expected) must not be leased twice."""
+    job = await submit(jobs, NOOP)
+    key = job.id.split(":", 1)[1]
+    queue = TaskmasterQueue(redis, "default")
+    await redis.rpush(queue.keys.queued(Priority.NORMAL), key)  # type: ignore[misc]
+    claim = await queue.claim(10, 5000, "w-test")
+    assert [claimed.job.key for claimed in claim.jobs] == [key]
+    assert claim.jobs[0].token.startswith("w-test:")

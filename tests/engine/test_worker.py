@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import itertools
 import threading
 import time
@@ -152,12 +153,15 @@ async def test_timeout_is_a_failed_attempt(valkey_url: str, redis: Redis,
 
 async def test_a_slot_goes_on_serving_after_its_handler_was_stopped(
         valkey_url: str, redis: Redis, jobs: JobClient) -> None:
-    """Handlers run in the slot's own task, which a timeout or cancel request cancels:
-    the slot must take the next job with no cancellation left pending on it."""
+    """A slot is one task for many jobs: a timeout, a cancel request, a handler that
+    swallows its cancellation or raises CancelledError by itself, a ContextVar set by a
+    handler, none of it may reach the slot's next job."""
     started = asyncio.Event()
-    seen: list[int] = []
+    tag: contextvars.ContextVar[str] = contextvars.ContextVar("tag", default="clean")
+    seen: list[str] = []
 
     async def hang(ctx: Context, data: dict[str, Any]) -> None:
+        tag.set("dirty")
         started.set()
         await asyncio.sleep(30)
 
@@ -168,33 +172,65 @@ async def test_a_slot_goes_on_serving_after_its_handler_was_stopped(
             return "kept going"
         return "slept"
 
+    async def rogue(ctx: Context, data: dict[str, Any]) -> None:
+        other = asyncio.get_running_loop().create_future()
+        other.cancel()
+        await other  # CancelledError, though nobody cancelled this attempt
+
     async def check(ctx: Context, data: dict[str, Any]) -> str:
-        task = asyncio.current_task()
-        assert task is not None
-        seen.append(task.cancelling())
-        await asyncio.sleep(0.01)  # a stale cancel would land here
+        seen.append(tag.get())
+        await asyncio.sleep(0.01)
         return "fine"
 
     hang_fn, shrug_fn = Function("test.hang", hang), Function("test.shrug", shrug)
+    rogue_fn = Function("test.rogue", rogue, max_attempts=2)
     check_fn = Function("test.check", check)
-    async with running_worker(valkey_url, [hang_fn, shrug_fn, check_fn],
+
+    async def next_job_runs() -> None:
+        assert (await finished(jobs, (await submit(jobs, check_fn)).id)).result == "fine"
+
+    async with running_worker(valkey_url, [hang_fn, shrug_fn, rogue_fn, check_fn],
                               queues={"default": 1}):
         timed_out = await submit(jobs, hang_fn, timeout_s=0.2, max_attempts=1)
         assert (await finished(jobs, timed_out.id)).status == JobStatus.FAILED
-        assert (await finished(jobs, (await submit(jobs, check_fn)).id)).result == "fine"
+        await next_job_runs()
 
         started.clear()
         cancelled = await submit(jobs, hang_fn)
         await started.wait()
         await jobs.cancel(cancelled.id)
         assert (await finished(jobs, cancelled.id)).status == JobStatus.CANCELLED
-        assert (await finished(jobs, (await submit(jobs, check_fn)).id)).result == "fine"
+        await next_job_runs()
 
         swallowed = await submit(jobs, shrug_fn, timeout_s=0.2, max_attempts=1)
         done = await finished(jobs, swallowed.id)
         assert (done.status, done.result) == (JobStatus.COMPLETE, "kept going")
-        assert (await finished(jobs, (await submit(jobs, check_fn)).id)).result == "fine"
-    assert seen == [0, 0, 0]
+        await next_job_runs()
+
+        failed = await finished(jobs, (await submit(jobs, rogue_fn, retry_base_s=0.1)).id)
+        assert (failed.status, failed.attempts) == (JobStatus.FAILED, 2)
+        assert "raised CancelledError without being cancelled" in (failed.error or "")
+        await next_job_runs()
+    assert seen == ["clean"] * 4
+
+
+async def test_a_slot_outlives_an_error_outside_any_handler(
+        valkey_url: str, redis: Redis, jobs: JobClient) -> None:
+    async def nothing(ctx: Context, data: dict[str, Any]) -> str:
+        return "ran"
+
+    class Faulty(Functions):
+        def runnable(self, name: str) -> CatalogEntry | None:
+            if name == "test.broken":
+                raise RuntimeError("the registry broke")
+            return super().runnable(name)
+
+    broken, fine = Function("test.broken", nothing), Function("test.fine", nothing)
+    async with running_worker(valkey_url, Faulty([broken, fine]), queues={"default": 1}):
+        await submit(jobs, broken)
+        for _ in range(3):
+            done = await finished(jobs, (await submit(jobs, fine)).id)
+            assert done.result == "ran"
 
 
 async def test_a_job_whose_function_is_not_loaded_waits_until_it_is(

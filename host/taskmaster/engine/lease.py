@@ -31,7 +31,8 @@ class LeaseKeeper:
         self._script = self._client.register_script(_PRELUDE + HEARTBEAT)
         self._held: dict[str, dict[str, str]] = {}
         """Queue → job key → token. No lock: the event loop only sets and pops single
-        entries, and the thread copies with list() and dict(), which the GIL keeps whole."""
+        entries, and the thread copies dicts with dict(), which runs no Python code and so
+        cannot be interrupted by the loop's thread."""
         self._stop = threading.Event()
         self._on_lost = on_lost
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -60,14 +61,16 @@ class LeaseKeeper:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
-            held = [(queue, dict(jobs)) for queue, jobs in list(self._held.items())]
-            for queue, jobs in held:
+            for queue, live in dict(self._held).items():
+                jobs = dict(live)
                 if not jobs:
                     continue
                 try:
                     self._renew(queue, jobs)
                 except redis.RedisError as exc:
                     logger.warning("could not renew leases of queue %s: %s", queue, exc)
+                except Exception:  # the thread must go on renewing whatever happens
+                    logger.exception("renewing the leases of queue %s failed", queue)
 
     def _renew(self, queue: str, jobs: dict[str, str]) -> None:
         keys = QueueKeys(queue)

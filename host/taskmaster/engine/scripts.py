@@ -275,10 +275,17 @@ else
   for i = 1, 4 do
     if take[i] > 0 then popped[i] = redis.call('LPOP', KEYS[i], take[i]) end
   end
+  -- A job in the lists twice (never expected) is leased once: the claim's jobs share one
+  -- lease token, which could not tell two copies apart.
+  local seen = {}
   for _, level in ipairs(picks) do
-    table.insert(ids, popped[level][next_of[level]])
-    table.insert(levels, LEVELS[level])
+    local id = popped[level][next_of[level]]
     next_of[level] = next_of[level] + 1
+    if not seen[id] then
+      seen[id] = true
+      ids[#ids + 1] = id
+      levels[#levels + 1] = LEVELS[level]
+    end
   end
 end
 if #ids == 0 then return {{}, '', wait, suspects, now} end

@@ -38,6 +38,7 @@ from taskmaster.function import Function
 logger = logging.getLogger(__name__)
 
 CANCEL_CHECK_S = 0.2
+SLOT_ERROR_PAUSE_S = 0.1
 OUTCOME_BACKLOG = 2
 """Outcomes waiting to be written, per job slot, past which a slot waits for its own."""
 WORKER_INFO_S = 10
@@ -68,30 +69,28 @@ class FunctionSource(Protocol):
 @dataclass
 class _Attempt:
     claimed: Claimed
-    slot: asyncio.Task[Any] | None
-    """The task the attempt runs in."""
     task: asyncio.Task[Any] | None = None
-    """The slot's task, which runs the handler itself, while the handler runs."""
+    """The handler's own task: it runs in a copy of the slot's context, so what one job
+    sets in a ContextVar does not carry over to the slot's next job."""
     cancel_requested: bool = False
     lease_lost: bool = False
     requeue_reason: str | None = None
     cancelled_flag: CancelFlag = field(default_factory=CancelFlag)
     timed_out: bool = False
-    interruptions: int = 0
-    """Cancels sent to the slot's task (a handler may swallow one, and be sent another)."""
 
     @property
     def job(self) -> Job:
         return self.claimed.job
 
-    def interrupt(self) -> bool:
-        """Cancel the running handler (the caller says why first); False if none runs."""
-        if self.task is None:
-            return False
-        self.cancelled_flag.set()
-        self.interruptions += 1
-        self.task.cancel()
-        return True
+    @property
+    def running(self) -> bool:
+        return self.task is not None and not self.task.done()
+
+    def interrupt(self) -> None:
+        """Cancel the running handler; the caller says why first."""
+        if self.task is not None and not self.task.done():
+            self.cancelled_flag.set()
+            self.task.cancel()
 
 
 class TaskmasterWorker(Worker[Any]):
@@ -155,14 +154,14 @@ class TaskmasterWorker(Worker[Any]):
     def requeue_running(self, functions: set[str], reason: str) -> None:
         """Stop running attempts of these job types and put them back, unspent."""
         for attempt in self._attempts.values():
-            if attempt.job.function in functions and attempt.task is not None:
+            if attempt.job.function in functions and attempt.running:
                 attempt.requeue_reason = reason
                 attempt.interrupt()
 
     def lease_lost(self, key: str) -> None:
         """The LeaseKeeper saw another worker take this job: stop our attempt quietly."""
         attempt = self._attempts.get(key)
-        if attempt is not None and attempt.task is not None:
+        if attempt is not None and attempt.running:
             logger.warning("lost the lease of job %s; stopping this attempt", key,
                            extra={"job_id": key})
             attempt.lease_lost = True
@@ -177,25 +176,30 @@ class TaskmasterWorker(Worker[Any]):
             self.tm_queue.keys.cancel, keys)
         for key, flag in zip(keys, flags, strict=True):
             attempt = self._attempts.get(key)
-            if flag and attempt is not None and attempt.task is not None:
+            if flag and attempt is not None and attempt.running:
                 attempt.cancel_requested = True
                 attempt.interrupt()
 
     # -- job slots --
     def _process(self, previous_task: asyncio.Task[Any] | None = None) -> None:
         """Start one job slot (saq 0.26.4 starts a task per job instead, chained by done
-        callbacks: two tasks per job with the handler's own). A slot ends when the
-        dispatcher closes or the worker stops; SAQ's stop() waits for it, then cancels it."""
+        callbacks). A slot ends when the dispatcher closes or the worker stops; SAQ's
+        stop() waits for it, then cancels it."""
         slot = asyncio.create_task(self._slot(), name="process")
         self.tasks.add(slot)
 
     async def _slot(self) -> None:
-        slot = asyncio.current_task()
-        while not self.event.is_set() and await self.process(slot):
-            pass
+        while not self.event.is_set():
+            try:
+                if not await self.process():
+                    return
+            except Exception:
+                # A slot must outlive any one job: each lost slot would cost a unit of
+                # concurrency for good, unseen.
+                logger.exception("job slot of queue %s: unexpected error", self.tm_queue.name)
+                await asyncio.sleep(SLOT_ERROR_PAUSE_S)
 
-    async def process(self, slot: asyncio.Task[Any] | None = None) -> bool:  # saq 0.26.4
-        """Run one job, in `slot` (the current task, passed in as its lookup costs)."""
+    async def process(self) -> bool:  # saq 0.26.4: one job
         claimed = await self.dispatcher.next(self.tm_queue.name)
         if claimed is None:
             return False
@@ -205,16 +209,16 @@ class TaskmasterWorker(Worker[Any]):
             await self._park(claimed)
             return True
         # Registered before the first await, so a reload's drain sees this execution.
-        attempt = _Attempt(claimed, slot or asyncio.current_task())
+        attempt = _Attempt(claimed)
         self._attempts[job.key] = attempt
-        self._begin(claimed, runnable)
-        started = JobEvent(type="started", attempt=job.attempts, worker=self.id,
-                           plugin=runnable.plugin, version=runnable.version,
-                           wait_ms=max(0, job.started - job.queued)
-                           if job.attempts == 1 and job.queued else None)
         self.leases.hold(self.tm_queue.name, job.key, claimed.token)
         outcome: asyncio.Future[int] | None = None
         try:
+            self._begin(claimed, runnable)
+            started = JobEvent(type="started", attempt=job.attempts, worker=self.id,
+                               plugin=runnable.plugin, version=runnable.version,
+                               wait_ms=max(0, job.started - job.queued)
+                               if job.attempts == 1 and job.queued else None)
             if claimed.suspect:
                 # It may kill this process too: its start must be on record before it runs.
                 if not await self.tm_queue.record(job, claimed.token, started):
@@ -226,7 +230,7 @@ class TaskmasterWorker(Worker[Any]):
                     self.tm_queue.journal.backlog() > OUTCOME_BACKLOG * self.concurrency:
                 await asyncio.shield(outcome)  # the store falls behind: slow down with it
         except Exception:
-            logger.exception("could not record the outcome of job %s", job.key,
+            logger.exception("could not run job %s or record its outcome", job.key,
                              extra={"job_id": job.key})
         finally:
             self._attempts.pop(job.key, None)
@@ -289,6 +293,13 @@ class TaskmasterWorker(Worker[Any]):
                 job.status, job.error, job.completed = Status.ABORTED, "cancelled", now()
                 return queue.finish_attempt(job, token,
                                             JobEvent(type="cancelled", attempt=job.attempts))
+            slot = asyncio.current_task()
+            stopping = self.event.is_set() or (slot is not None and slot.cancelling() > 0)
+            if attempt.requeue_reason is None and not stopping:
+                # Nobody cancelled it: the handler raised CancelledError itself (say, from
+                # a future something else cancelled). That is the handler's failure.
+                return self._failed(attempt, RuntimeError(
+                    "the handler raised CancelledError without being cancelled"))
             # A reload's drain ran out, or the worker is shutting down: give the attempt
             # back without spending it.
             job.attempts -= 1
@@ -322,31 +333,23 @@ class TaskmasterWorker(Worker[Any]):
             _report=partial(self._report, attempt, pending, loop),
             _cancelled=attempt.cancelled_flag,
         )
-        # The handler runs in the slot's own task, not a task of its own: a timeout, a
-        # cancel request, a reload or a lost lease cancels the slot's task while
-        # `attempt.task` is set, and says why first; any other cancel is the worker stopping.
-        slot = attempt.slot
-        assert slot is not None
-        attempt.task = slot
+        if function.is_async:
+            task = loop.create_task(function.handler(context, data))  # type: ignore[arg-type]
+        else:
+            run = contextvars.copy_context().run
+            task = asyncio.ensure_future(loop.run_in_executor(
+                self.pool, run, function.handler, context, data))
+        attempt.task = task
         timer = loop.call_later(job.timeout, self._time_out, attempt) if job.timeout else None
         try:
-            if function.is_async:
-                result = await function.handler(context, data)
-            else:
-                run = contextvars.copy_context().run
-                result = await loop.run_in_executor(self.pool, run, function.handler, context,
-                                                    data)
+            # A stop of the worker cancels this await, and with it the handler's task.
+            result = await task
         except asyncio.CancelledError:
             attempt.cancelled_flag.set()
             if attempt.timed_out:
                 raise TimeoutError(f"attempt exceeded timeoutSeconds={job.timeout}") from None
             raise
         finally:
-            attempt.task = None
-            # Take back our own cancels, delivered or swallowed by the handler, so the
-            # slot's next job starts clean; what is left is the worker stopping.
-            for _ in range(min(attempt.interruptions, slot.cancelling())):
-                slot.uncancel()
             if timer is not None:
                 timer.cancel()
             # A progress write landing after the outcome would overwrite the final record.
@@ -356,7 +359,7 @@ class TaskmasterWorker(Worker[Any]):
 
     @staticmethod
     def _time_out(attempt: _Attempt) -> None:
-        if attempt.task is not None:
+        if attempt.running:
             attempt.timed_out = True
             attempt.interrupt()
 
