@@ -163,14 +163,14 @@ async def test_a_slot_goes_on_serving_after_its_handler_was_stopped(
     async def hang(ctx: Context, data: dict[str, Any]) -> None:
         tag.set("dirty")
         started.set()
-        await asyncio.sleep(30)
+        await asyncio.Event().wait()  # until stopped
 
     async def shrug(ctx: Context, data: dict[str, Any]) -> str:
         try:
-            await asyncio.sleep(30)
+            await asyncio.Event().wait()  # until stopped
         except asyncio.CancelledError:
             return "kept going"
-        return "slept"
+        return "never stopped"
 
     async def rogue(ctx: Context, data: dict[str, Any]) -> None:
         other = asyncio.get_running_loop().create_future()

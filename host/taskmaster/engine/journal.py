@@ -33,7 +33,6 @@ same time: while the store applies one batch, the worker runs the next jobs (mea
 a 1-worker drain at 500 per call ~6,500 jobs/s, at 50 ~10,000, at 25 ~7,000)."""
 
 _encode = msgspec.msgpack.Encoder().encode
-_json = msgspec.json.Encoder().encode
 
 
 @dataclass(eq=False)
@@ -54,9 +53,8 @@ class Op:
     def wire(self, queue: TaskmasterQueue) -> list[Any]:
         # Text, not bytes: the scripts' msgpack decoder knows no binary type.
         record = queue.serialize(self.job).decode() if self.job is not None else ""
-        head = _json([self.key, self.function])[:-1].decode() + "," if self.events else ""
         return [self.kind, self.key, self.token, self.function, record, self.events,
-                self.number, self.level, head]
+                self.number, self.level]
 
 
 class Journal:

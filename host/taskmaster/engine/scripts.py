@@ -109,8 +109,10 @@ local function publish(prefix, fn, id, stamped)
   redis.call('XADD', prefix .. 'events', 'MAXLEN', '~', ENTRIES_KEPT, '*',
              'job', id, 'fn', fn, 'event', stamped)
 end
-local function batch_item(id, fn, stamped)
-  return '[' .. cjson.encode(id) .. ',' .. cjson.encode(fn) .. ',' .. stamped .. ']'
+-- A batched stream item is item_head(id, fn) .. stamped event .. ']'; a job's events share
+-- the head.
+local function item_head(id, fn)
+  return '[' .. cjson.encode(id) .. ',' .. cjson.encode(fn) .. ','
 end
 local function publish_batch(prefix, items)
   for first = 1, #items, EVENTS_PER_ENTRY do
@@ -174,7 +176,7 @@ for i, job in ipairs(jobs) do
   else
     local stamped = stamp(job[3], now)
     redis.call('RPUSH', prefix .. 'history:' .. id, stamped)
-    table.insert(published, batch_item(id, fn, stamped))
+    table.insert(published, item_head(id, fn) .. stamped .. ']')
     count_event(counts, metric_names(fn, ''), 'submitted')
     table.insert(index, now)
     table.insert(index, id)
@@ -327,8 +329,7 @@ return {out, token, wait, suspects, now}
 #       queued:CRITICAL..LOW (4), wake, parked-functions, attempts
 # ARGV: key prefix, msgpack list of operations, in order, each
 #       {kind, key, token ('': not fenced), function, record ('': unchanged), {events},
-#        number, level, head of its event-stream items: the JSON text '["<key>","<function>",'};
-#       kinds:
+#        number, level}; kinds:
 #   W  write the record and events of a running attempt (start, progress)
 #   C  completed/cancelled: to the done set, kept `number` ms
 #   D  dead-lettered: to the dead set, kept `number` ms
@@ -363,7 +364,7 @@ for i, op in ipairs(ops) do
     local events = op[6]
     if #events > 0 then
       -- In operation order, so two operations of one job keep their events' order.
-      local stamped, head = {}, op[9]
+      local stamped, head = {}, item_head(id, fn)
       for j, ev in ipairs(events) do
         local one = stamp(ev[1], ev[6] > 0 and ev[6] or now)
         stamped[j] = one
