@@ -129,11 +129,9 @@ class Dispatcher:
         await asyncio.wait(blocks, timeout=BLOCK_END_S)
         for block in blocks:
             block.cancel()  # still blocked: the server never ran its claim, or is gone
-        await asyncio.gather(*blocks, return_exceptions=True)
+        await asyncio.gather(*blocks, return_exceptions=True)  # a block hands over its claim
         for lane in lanes:
-            ended, lane.block = lane.block, None
-            if ended is not None and not ended.cancelled() and ended.exception() is None:
-                self._take(lane, ended.result())
+            lane.block = None
 
     async def _round(self) -> None:
         self._collect_blocks()
@@ -169,10 +167,20 @@ class Dispatcher:
         # queues' jobs may start meanwhile, and a suspect must run alone.
         idle = self.running == 0 and len(self._lanes) == 1
         lane.block_wanted = lane.idle_slots()
-        lane.block = asyncio.create_task(lane.queue.claim_when_woken(
-            wait_s, lane.block_wanted, self.lease_ms, self.worker_id, idle=idle))
-        lane.block.add_done_callback(lambda _: self._slot_waiting.set())
+        lane.block = asyncio.create_task(self._blocked(lane, wait_s, idle))
         return True
+
+    async def _blocked(self, lane: _Lane, wait_s: float, idle: bool) -> Claim:
+        """A block that hands its jobs to the slots as soon as its reply is read, a loop
+        turn or two before the fetch loop could (what a job submitted to an idle worker
+        waits for)."""
+        try:
+            claim = await lane.queue.claim_when_woken(wait_s, lane.block_wanted, self.lease_ms,
+                                                      self.worker_id, idle=idle)
+            self._take(lane, claim)
+            return claim
+        finally:
+            self._slot_waiting.set()
 
     def _collect_blocks(self) -> None:
         for lane in self._lanes.values():
@@ -180,7 +188,6 @@ class Dispatcher:
             if block is not None and block.done():
                 lane.block = None
                 claim = block.result()  # a Redis error goes to run()'s backoff
-                self._take(lane, claim)
                 # Still drained: block again at once. A claim first would find nothing (the
                 # block's claim just looked) and hold up the jobs just handed over.
                 if not (self._isolating or (self._suspects_waiting and self.running > 0)):
