@@ -216,6 +216,12 @@ class EmbeddedValkey:
             "appendfsync everysec",
             'save ""',
             "maxmemory-policy noeviction",
+            # A queue's in-flight hashes and sorted sets (leases, attempt counts, lease
+            # deadlines) hold about one entry per busy job slot. Kept as listpacks up to the
+            # default 128 entries, every batched lookup, insert and delete scans them: a
+            # quarter of the store's instructions per processed job (callgrind).
+            "hash-max-listpack-entries 32",
+            "zset-max-listpack-entries 32",
             f"requirepass {password}",
         ]
         fd = os.open(self.config_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
