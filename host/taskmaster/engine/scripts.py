@@ -18,6 +18,8 @@ local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
+-- `at` as a string where it can be: Lua formats a number with sprintf, which costs a hot
+-- path more than anything else it does per event.
 local function stamp(event, at)
   if event == '{}' then return '{"at_ms":' .. at .. '}' end
   return '{"at_ms":' .. at .. ',' .. string.sub(event, 2)
@@ -80,7 +82,8 @@ local function count_event(counts, names, type)
   end
   counts[field] = (counts[field] or 0) + 1
 end
--- ev: {json, type, version, wait_ms (-1: none), run_ms (-1: none), at_ms (0: now)}
+-- ev: {json, type, version, wait_ms (-1: none), run_ms (-1: none), 1 if the json carries
+--      its at_ms already (else 0: stamp it now)}
 local function tally(counts, fn, ev)
   local names = metric_names(fn, ev[3])
   count_event(counts, names, ev[2])
@@ -142,6 +145,7 @@ end
 # that exists, gives the existing job's key.
 ENQUEUE = """
 local now = now_ms()
+local now_s = tostring(now)
 local prefix = ARGV[1]
 local out, counts, published = {}, {}, {}
 local index, levels, scheduled, queued = {}, {}, {}, {{}, {}, {}, {}}
@@ -174,7 +178,7 @@ for i, job in ipairs(jobs) do
   elseif not fresh[i] and not redis.call('SET', prefix .. 'job:' .. id, job[2], 'NX') then
     out[i] = {0, id}
   else
-    local stamped = stamp(job[3], now)
+    local stamped = stamp(job[3], now_s)
     redis.call('RPUSH', prefix .. 'history:' .. id, stamped)
     table.insert(published, item_head(id, fn) .. stamped .. ']')
     count_event(counts, metric_names(fn, ''), 'submitted')
@@ -339,6 +343,7 @@ return {out, token, wait, suspects, now}
 # An operation whose lease token no longer holds does nothing. Returns {1 | 0 ...}.
 APPLY = """
 local now = now_ms()
+local now_s = tostring(now)
 local prefix = ARGV[1]
 local ops = cmsgpack.unpack(ARGV[2])
 local ids = {}
@@ -366,7 +371,7 @@ for i, op in ipairs(ops) do
       -- In operation order, so two operations of one job keep their events' order.
       local stamped, head = {}, item_head(id, fn)
       for j, ev in ipairs(events) do
-        local one = stamp(ev[1], ev[6] > 0 and ev[6] or now)
+        local one = ev[6] > 0 and ev[1] or stamp(ev[1], now_s)
         stamped[j] = one
         published[#published + 1] = head .. one .. ']'
         tally(counts, fn, ev)
