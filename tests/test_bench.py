@@ -34,3 +34,20 @@ def test_an_unknown_scenario_is_refused() -> None:
     done = bench("--only", "everything")
     assert done.returncode == 2
     assert "no scenario 'everything'" in done.stderr and "drain" in done.stderr
+
+
+def test_drain_measures_one_and_two_worker_processes_and_what_the_second_adds(
+        tmp_path: Path) -> None:
+    done = bench("--quick", "--only", "drain", "--output", str(tmp_path / "r.json"))
+    assert done.returncode == 0, done.stderr
+    figures = {f["name"]: f for f in json.loads((tmp_path / "r.json").read_text())["figures"]}
+    for kind, rate_of in (("no-op jobs", "drain (first 99%), {}"),
+                          ("CPU-bound jobs", "drain of CPU-bound jobs (first 99%), {}")):
+        one = figures[rate_of.format("1 worker process")]
+        two = figures[rate_of.format("2 worker processes")]
+        added = figures[f"drain of {kind}: 2 worker processes ÷ 1"]
+        for engine in ("taskmaster", "saq"):
+            assert one[engine]["median"] > 0 and two[engine]["median"] > 0
+            assert added[engine]["median"] == two[engine]["median"] / one[engine]["median"]
+    for workers in ("1 worker process", "2 worker processes"):
+        assert figures[f"duplicate executions, {workers}"]["taskmaster"]["max"] == 0

@@ -32,6 +32,8 @@ from taskmaster.bench_live import (
     CLOCK,
     PLUGIN,
     QUEUE,
+    WORK,
+    WORK_STEPS,
     hot_swap,
     install_bench_plugin,
     subscribers,
@@ -54,10 +56,15 @@ from saq.queue.redis import RedisQueue
 
 async def noop(ctx): return None
 async def clock(ctx): return {"t": time.time()}
+async def work(ctx):
+    total = 0
+    for i in range(WORK_STEPS):
+        total += i * i
 
 async def main():
     queue = RedisQueue(aioredis.from_url(sys.argv[1], max_connections=300), name=sys.argv[2])
-    worker = Worker(queue, functions=[("noop", noop), ("clock", clock)], concurrency=100)
+    worker = Worker(queue, functions=[("noop", noop), ("clock", clock), ("work", work)],
+                    concurrency=100)
     await queue.connect()
     await worker.start()
 
@@ -125,7 +132,8 @@ class Bench:
                             str(port)], env)
 
     def start_saq_worker(self) -> subprocess.Popen[bytes]:
-        return self._spawn([sys.executable, "-c", SAQ_WORKER, self.url, SAQ_QUEUE])
+        return self._spawn([sys.executable, "-c", SAQ_WORKER.replace(
+            "WORK_STEPS", str(WORK_STEPS)), self.url, SAQ_QUEUE])
 
     def _spawn(self, argv: list[str], env: dict[str, str] | None = None
                ) -> subprocess.Popen[bytes]:
@@ -188,16 +196,18 @@ class Engines:
     async def saq_submit(self, _: int = 0) -> None:
         await self.saq.enqueue("noop", timeout=60)
 
-    async def tm_bulk(self, total: int) -> None:
+    async def tm_bulk(self, total: int, *, work: bool = False) -> None:
         item: tuple[Any, str, str, Any, SubmitOptions] = (
-            self.noop.function, self.noop.plugin, self.noop.version, {},
-            SubmitOptions(queue=QUEUE))
+            (WORK, PLUGIN, "1.0.0", {}, SubmitOptions(queue=QUEUE)) if work else
+            (self.noop.function, self.noop.plugin, self.noop.version, {},
+             SubmitOptions(queue=QUEUE)))
         for start in range(0, total, 1000):
             await self.jobs.submit_many([item] * min(1000, total - start))
 
-    async def saq_bulk(self, total: int) -> None:
+    async def saq_bulk(self, total: int, *, work: bool = False) -> None:
         for start in range(0, total, 1000):
-            await asyncio.gather(*(self.saq_submit() for _ in range(min(1000, total - start))))
+            await asyncio.gather(*(self.saq.enqueue("work" if work else "noop", timeout=60)
+                                   for _ in range(min(1000, total - start))))
 
     async def records(self, engine: str) -> list[dict[str, Any]]:
         pattern = QueueKeys(QUEUE).job("*") if engine == "tm" else f"saq:job:{SAQ_QUEUE}:*"
@@ -298,27 +308,43 @@ def _rss_mb(pid: int) -> float:
     return float("nan")
 
 
-async def _drain(bench: Bench, engines: Engines, engine: str, workers: int) -> None:
+async def _drains(bench: Bench, engines: Engines, engine: str, *, work: bool = False) -> None:
+    """Draining with one worker process, then with two, and what the second adds."""
+    one = await _drain(bench, engines, engine, 1, work=work)
+    two = await _drain(bench, engines, engine, 2, work=work)
+    kind = "CPU-bound jobs" if work else "no-op jobs"
+    bench.figure(f"drain of {kind}: 2 worker processes ÷ 1", "x").add(engine, two / one)
+
+
+async def _drain(bench: Bench, engines: Engines, engine: str, workers: int, *,
+                 work: bool = False) -> float:
+    """The drain rate of pre-enqueued jobs: no-op jobs (the engine's own cost), or
+    CPU-bound ones (a fifth as many), where a second process has a core's work to take."""
     await _flush(engines.redis)
+    size = bench.size // 5 if work else bench.size
     if engine == "tm":
-        await engines.tm_bulk(bench.size)
+        await engines.tm_bulk(size, work=work)
     else:
-        await engines.saq_bulk(bench.size)
+        await engines.saq_bulk(size, work=work)
     cpu0, commands0, _ = await _store_usage(engines.redis)
     for _ in range(workers):
         (bench.start_taskmaster_worker if engine == "tm" else bench.start_saq_worker)()
-    await engines.wait_done(engine, bench.size, 180)
+    await engines.wait_done(engine, size, 180)
     cpu1, commands1, _ = await _store_usage(engines.redis)
     bench.stop_workers()
     done = await engines.completed(engine)
     first = min(r["started"] for r in done)
     completions = sorted(r["completed"] for r in done)
-    bulk = completions[:max(1, int(0.99 * bench.size))]
-    rate = len(bulk) / max((bulk[-1] - first) / 1000, 1e-3)
+    bulk = completions[:max(1, int(0.99 * size))]
+    rate = float(len(bulk) / max((bulk[-1] - first) / 1000, 1e-3))
     suffix = f"{workers} worker process{'es' if workers > 1 else ''}"
+    if work:
+        bench.figure(f"drain of CPU-bound jobs (first 99%), {suffix}", "jobs/s").add(
+            engine, rate)
+        return rate
     bench.figure(f"drain (first 99%), {suffix}", "jobs/s").add(engine, rate)
     bench.figure(f"drain, last job done after, {suffix}", "s", False).add(
-        engine, (completions[-1] - first) / 1000 if len(done) == bench.size else float("inf"))
+        engine, (completions[-1] - first) / 1000 if len(done) == size else float("inf"))
     bench.figure(f"duplicate executions, {suffix}", "jobs", False).add(
         engine, float(sum(1 for r in done if r.get("attempts", 1) > 1)))
     if workers == 1:
@@ -326,6 +352,7 @@ async def _drain(bench: Bench, engines: Engines, engine: str, workers: int) -> N
             engine, (cpu1 - cpu0) / len(done) * 1e6)
         bench.figure("store commands per processed job (scripts' included)", "cmds",
                      False).add(engine, (commands1 - commands0) / len(done))
+    return rate
 
 
 async def _requests_per_job(bench: Bench, engines: Engines, engine: str) -> None:
@@ -460,9 +487,10 @@ async def run_bench(*, redis_url: str | None, quick: bool,
                 await _enqueue(bench, engines)
             if "drain" in only:
                 for engine in ("tm", "saq"):
-                    await _drain(bench, engines, engine, 1)
-                    await _drain(bench, engines, engine, 2)
+                    await _drains(bench, engines, engine)
                     await _requests_per_job(bench, engines, engine)
+                for engine in ("tm", "saq"):
+                    await _drains(bench, engines, engine, work=True)
             if "latency" in only:
                 for rate in (200, 1000):
                     for engine in ("tm", "saq"):

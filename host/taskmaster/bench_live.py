@@ -99,13 +99,23 @@ async def swap(ctx, data):
 async def clock(ctx, data):
     return {{"t": time.time()}}
 
+async def work(ctx, data):
+    total = 0
+    for i in range({work_steps}):
+        total += i * i
+
 @hookimpl
 def taskmaster_functions():
     return [Function("bench.swap", swap, max_attempts=1),
-            Function("bench.clock", clock, max_attempts=1)]
+            Function("bench.clock", clock, max_attempts=1),
+            Function("bench.work", work, max_attempts=1)]
 '''
+WORK_STEPS = 10_000
+"""The CPU-bound job: a Python loop of this many steps, holding the event loop (under
+a millisecond here), the same in both engines' workers."""
 SWAP = Function("bench.swap", lambda ctx, data: None, max_attempts=1)
 CLOCK = Function("bench.clock", lambda ctx, data: None, max_attempts=1)
+WORK = Function("bench.work", lambda ctx, data: None, max_attempts=1)
 """As the bench submits them; the workers run the installed plugin's code."""
 
 
@@ -114,7 +124,8 @@ def install_bench_plugin(site: Path, version: str) -> None:
     dist-info) written in place of the previous version, as pip would leave it."""
     for old in site.glob("taskmaster_bench_plugin-*.dist-info"):
         shutil.rmtree(old)
-    (site / "taskmaster_bench_plugin.py").write_text(_PLUGIN_MODULE.format(version=version))
+    (site / "taskmaster_bench_plugin.py").write_text(
+        _PLUGIN_MODULE.format(version=version, work_steps=WORK_STEPS))
     info = site / f"taskmaster_bench_plugin-{version}.dist-info"
     info.mkdir()
     (info / "METADATA").write_text(
