@@ -167,15 +167,15 @@ class Dispatcher:
         # queues' jobs may start meanwhile, and a suspect must run alone.
         idle = self.running == 0 and len(self._lanes) == 1
         lane.block_wanted = lane.idle_slots()
-        lane.block = asyncio.create_task(self._blocked(lane, wait_s, idle))
+        lane.block = asyncio.create_task(self._blocked(lane, wait_s, lane.block_wanted, idle))
         return True
 
-    async def _blocked(self, lane: _Lane, wait_s: float, idle: bool) -> Claim:
+    async def _blocked(self, lane: _Lane, wait_s: float, wanted: int, idle: bool) -> Claim:
         """A block that hands its jobs to the slots as soon as its reply is read, a loop
         turn or two before the fetch loop could (what a job submitted to an idle worker
         waits for)."""
         try:
-            claim = await lane.queue.claim_when_woken(wait_s, lane.block_wanted, self.lease_ms,
+            claim = await lane.queue.claim_when_woken(wait_s, wanted, self.lease_ms,
                                                       self.worker_id, idle=idle)
             self._take(lane, claim)
             return claim
