@@ -58,7 +58,7 @@ async def noop(ctx): return None
 async def clock(ctx): return {"t": time.time()}
 async def work(ctx):
     total = 0
-    for i in range(WORK_STEPS):
+    for i in range(int(sys.argv[3])):
         total += i * i
 
 async def main():
@@ -132,8 +132,8 @@ class Bench:
                             str(port)], env)
 
     def start_saq_worker(self) -> subprocess.Popen[bytes]:
-        return self._spawn([sys.executable, "-c", SAQ_WORKER.replace(
-            "WORK_STEPS", str(WORK_STEPS)), self.url, SAQ_QUEUE])
+        return self._spawn([sys.executable, "-c", SAQ_WORKER, self.url, SAQ_QUEUE,
+                            str(WORK_STEPS)])
 
     def _spawn(self, argv: list[str], env: dict[str, str] | None = None
                ) -> subprocess.Popen[bytes]:
